@@ -1,0 +1,142 @@
+"""Build-on-first-use loader for the CUDA kernels in this package.
+
+Sources are compiled with `torch.utils.cpp_extension.load` (ninja) into a build folder whose name is a
+hash of the source bytes, the torch/CUDA versions and the GPU's compute capability: an edited source,
+a new torch or a different GPU gets a fresh folder, an unchanged setup re-loads the cached library.
+Concurrent builders of the same folder are serialised by the file lock that `load` takes there.
+
+Nothing here runs at import time; CPU-only callers never reach the compiler.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+import torch
+
+from ..util import atomic_write, cache_dir
+
+_SRC_DIR = Path(__file__).resolve().parent
+
+# Loaded (or failed) extensions, keyed by build-folder name. Failures are remembered so that
+# impl='auto' does not retry a broken build on every call.
+_loaded: dict[str, ModuleType] = {}
+_failed: dict[str, RuntimeError] = {}
+_warned: set[str] = set()
+_lock = threading.Lock()
+
+_DEFAULT_CUDA_FLAGS = ("--use_fast_math",)
+
+
+def _cuda_problem() -> str | None:
+    """Why CUDA kernels cannot be built here, or None when they can be tried."""
+    if torch.version.cuda is None:
+        return "this PyTorch build has no CUDA support"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available"
+    from torch.utils import cpp_extension  # deferred: only needed when a kernel is really wanted
+
+    if cpp_extension.CUDA_HOME is None:
+        return "the CUDA toolkit (nvcc) was not found; set CUDA_HOME"
+    if not cpp_extension.is_ninja_available():
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
+def _build_key(name: str, sources: Sequence[Path], extra_cuda_cflags: Sequence[str]) -> str:
+    """Folder name for one build configuration: changes whenever the compiled result could."""
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(src.name.encode())
+        h.update(b"\0")
+        h.update(src.read_bytes())
+        h.update(b"\0")
+    h.update(repr((torch.__version__, torch.version.cuda, tuple(extra_cuda_cflags))).encode())
+    if torch.cuda.is_available():
+        h.update(repr(torch.cuda.get_device_capability()).encode())
+    return f"{name}-{h.hexdigest()[:16]}"
+
+
+def build_dir_root() -> Path:
+    """Where compiled kernels are kept ($GANFORMER_CACHE/torch_extensions, see dnnlib.util.cache_dir)."""
+    return cache_dir("torch_extensions")
+
+
+def get_plugin(
+    name: str,
+    sources: Sequence[str],
+    extra_cuda_cflags: Sequence[str] = _DEFAULT_CUDA_FLAGS,
+    verbose: bool = False,
+) -> ModuleType:
+    """Return the compiled extension `name` built from `sources` (paths relative to this package).
+
+    Raises RuntimeError (with the reason) when CUDA, nvcc or ninja is missing or the build fails;
+    the failure is cached for the life of the process.
+    """
+    srcs = [(_SRC_DIR / s).resolve() for s in sources]
+    problem = _cuda_problem()
+    if problem is not None:
+        raise RuntimeError(f"cannot build CUDA kernel '{name}': {problem}")
+
+    key = _build_key(name, srcs, extra_cuda_cflags)
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+        if key in _failed:
+            raise _failed[key]
+        try:
+            module = _build_and_load(key, srcs, list(extra_cuda_cflags), verbose)
+        except Exception as e:  # compiler errors arrive as several exception types
+            err = RuntimeError(f"cannot build CUDA kernel '{name}': {type(e).__name__}: {e}")
+            err.__cause__ = e
+            _failed[key] = err
+            raise err from e
+        _loaded[key] = module
+        return module
+
+
+def _build_and_load(key: str, srcs: Sequence[Path], cuda_flags: list[str], verbose: bool) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    build_dir = build_dir_root() / key
+    src_dir = build_dir / "src"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    # Compile private copies: the build then cannot see a source edited mid-build, and the folder
+    # stays self-consistent with its hash. Copies are atomic, so racing processes write identical files.
+    copies = []
+    for src in srcs:
+        dst = src_dir / src.name
+        if not dst.exists():
+            with atomic_write(dst) as fh:
+                fh.write(src.read_bytes())
+        copies.append(str(dst))
+    # The module name must be unique per build so two versions can coexist in one process.
+    module_name = key.replace("-", "_")
+    return cpp_extension.load(
+        name=module_name,
+        sources=copies,
+        build_directory=str(build_dir),
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=cuda_flags,
+        verbose=verbose,
+    )
+
+
+def warn_fallback_once(op: str, reason: Exception) -> None:
+    """Warn (once per op and process) that a CUDA tensor is handled by the slow reference path."""
+    with _lock:
+        if op in _warned:
+            return
+        _warned.add(op)
+    warnings.warn(
+        f"{op}: CUDA kernel unavailable, using the slower reference implementation ({reason})",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+__all__ = ["get_plugin", "build_dir_root", "warn_fallback_once"]

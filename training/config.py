@@ -1,0 +1,252 @@
+"""Typed network configurations, presets, and JSON (de)serialisation.
+
+A configuration fully determines a network's architecture; it is saved beside the weights as JSON.
+Unknown keys are an error, never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, TypeVar
+
+from dnnlib.util import UserError
+
+T = TypeVar("T")
+
+NORMS = (None, "layer", "instance", "batch")
+INTEGRATIONS = ("add", "mul", "both")
+ARCHITECTURES = ("orig", "skip", "resnet")
+POS_TYPES = ("sinus", "linear", "trainable", "trainable2d")
+MERGE_TYPES = ("sum", "softmax", "max", "leaves")
+
+
+@dataclass
+class AttentionConfig:
+    """The bipartite attention layer between image features and latents (spec §5)."""
+
+    num_heads: int = 1                  # Attention heads N; the layer width must be divisible by N.
+    norm: Optional[str] = None          # Feature normalisation before integration: layer/instance/batch/None.
+    integration: str = "add"            # How attended values modulate the features: add/mul/both.
+    kmeans: bool = False                # k-means "duplex" attention: logits against centroids, not keys.
+    kmeans_iters: int = 1               # k-means refinement iterations per layer.
+    iterative: bool = False             # Carry centroid assignments from layer to layer (experimental).
+    attention_dropout: float = 0.12     # Split into two dropouts of half the rate (cells, whole latents).
+    ltnt_gate: bool = False             # Sigmoid gate per latent (a latent may send nothing).
+    img_gate: bool = False              # Sigmoid gate per image position (a position may receive nothing).
+    pos_type: str = "sinus"             # Image grid encoding: sinus/linear/trainable/trainable2d.
+    pos_init: str = "uniform"           # Init of trainable encodings: uniform/normal.
+    pos_dim: Optional[int] = None       # Grid encoding width; None = latent width d.
+    pos_directions_num: int = 2         # Number of spatial directions of the grid encoding.
+    use_pos: bool = False               # Add learned latent position embeddings to the keys.
+    img2ltnt: bool = False              # True duplex: latents first attend to the image (bottom-up update).
+
+    def validate(self) -> None:
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("integration", self.integration, INTEGRATIONS)
+        _check_choice("pos_type", self.pos_type, POS_TYPES)
+        _check_choice("pos_init", self.pos_init, ("uniform", "normal"))
+        if self.num_heads < 1:
+            raise UserError(f"num_heads must be >= 1, got {self.num_heads}")
+        if self.kmeans_iters < 1:
+            raise UserError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
+        if not 0 <= self.attention_dropout < 1:
+            raise UserError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+
+
+@dataclass
+class MappingConfig:
+    """The mapping network z -> w (spec §3)."""
+
+    num_layers: int = 8                 # Depth of each MLP (resnet: num_layers // 2 residual units).
+    layer_dim: Optional[int] = None     # Hidden width; None = w_dim.
+    lrmul: float = 0.01                 # Learning-rate multiplier of the MLP layers.
+    w_avg_beta: Optional[float] = 0.995 # Decay of the tracked average w; None = no tracking (no truncation).
+    resnet: bool = False                # Residual MLP units.
+    ltnt2ltnt: bool = False             # Self-attention among the local latents before each unit.
+    use_pos: bool = False               # Latent position embeddings in that self-attention.
+    out_layer: bool = True              # Final FC layer after the MLP (PyTorch port: always; TF: resnet only).
+    normalize_global: bool = True       # Pixel-normalise the global latent (PyTorch port; TF: no).
+    per_component_norm: bool = False    # Normalise each local latent on its own (TF) instead of jointly (PyTorch port).
+    num_heads: int = 1                  # Heads of the latent self-attention.
+    attention_dropout: float = 0.12     # Dropout of the latent self-attention.
+
+
+@dataclass
+class SynthesisConfig:
+    """The synthesis network w -> image (spec §4)."""
+
+    architecture: str = "skip"          # Generator blocks: orig/skip/resnet.
+    channel_base: int = 32768           # Channels at resolution r: min(channel_base // r, channel_max).
+    channel_max: int = 512
+    style: bool = True                  # Global style modulation (StyleGAN); False = plain convolutions.
+    latent_stem: bool = False           # Map the global latent to the 4x4 input (GAN) instead of a constant.
+    local_noise: bool = True            # Per-layer noise inputs.
+    transformer: bool = False           # Bipartite attention in the synthesis layers (GANformer).
+    start_res: int = 0                  # Attention in blocks with start_res <= log2(r) < end_res.
+    end_res: int = 8
+    conv_last: str = "always"           # Extra last-block conv: always (PyTorch port) / transformer (TF) / never.
+    img2img_res: int = 0                # SAGAN: image self-attention at 2**img2img_res (0 = off).
+    kgan: bool = False                  # k-GAN: each latent renders its own features, merged at merge_res.
+    merge_res: int = 5                  # k-GAN merge resolution (log2).
+    merge_type: str = "softmax"         # k-GAN merge: sum/softmax/max/leaves.
+    tanh: bool = False                  # tanh on the output image.
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def validate(self) -> None:
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        _check_choice("conv_last", self.conv_last, ("always", "transformer", "never"))
+        _check_choice("merge_type", self.merge_type, MERGE_TYPES)
+        self.attention.validate()
+
+
+@dataclass
+class GeneratorConfig:
+    """The generator: mapping + synthesis. `components_num` local latents plus one global one."""
+
+    img_resolution: int = 256
+    img_channels: int = 3
+    c_dim: int = 0                      # Label dimension (0 = unconditional).
+    z_dim: int = 512                    # Width d of each latent component (z and w).
+    components_num: int = 0             # Local latent components K (the global one is extra).
+    component_dropout: float = 0.0      # Drop local latents from attention during training.
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+
+    @property
+    def k(self) -> int:
+        """Number of latent rows in z and w: K local components plus the global one."""
+        return self.components_num + 1
+
+    def validate(self) -> None:
+        r = self.img_resolution
+        if r < 4 or r & (r - 1):
+            raise UserError(f"resolution must be a power of two >= 4, got {r}")
+        if self.z_dim < 1:
+            raise UserError(f"latent size per component must be >= 1, got {self.z_dim}")
+        if self.synthesis.transformer and self.components_num < 1:
+            raise UserError("the transformer needs --components-num >= 1")
+        if self.mapping.ltnt2ltnt and self.components_num < 1:
+            raise UserError("--mapping-ltnt2ltnt needs --components-num >= 1")
+        self.synthesis.validate()
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The discriminator (spec §6)."""
+
+    img_resolution: int = 256
+    img_channels: int = 3
+    c_dim: int = 0
+    architecture: str = "resnet"        # orig/skip/resnet.
+    channel_base: int = 32768
+    channel_max: int = 512
+    mbstd_group_size: Optional[int] = 4 # Minibatch-stddev group; None = whole minibatch.
+    mbstd_num_channels: int = 1         # 0 disables the minibatch-stddev layer.
+
+    def validate(self) -> None:
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        r = self.img_resolution
+        if r < 4 or r & (r - 1):
+            raise UserError(f"resolution must be a power of two >= 4, got {r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# (De)serialisation.
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass `cls` from a dict; nested dataclasses recurse; unknown keys are a UserError."""
+    if not isinstance(data, dict):
+        raise UserError(f"config{where} must be an object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UserError(f"unknown config key(s) in {cls.__name__}{where}: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _nested_type(known[name])
+        kwargs[name] = from_dict(sub, value, f"{where}.{name}") if sub is not None else value
+    return cls(**kwargs)
+
+
+def _nested_type(f: dataclasses.Field) -> Optional[type]:
+    for cls in (AttentionConfig, MappingConfig, SynthesisConfig):
+        if f.type in (cls, cls.__name__):
+            return cls
+    return None
+
+
+def dumps(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=1, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Presets: the baselines and the GANformer are configurations of the same blocks.
+
+PRESETS = ("GANformer", "StyleGAN2", "GAN", "kGAN", "SAGAN")
+
+
+def generator_preset(name: str, resolution: int = 256, latent_size: Optional[int] = None,
+                     components_num: Optional[int] = None, **overrides: Any) -> GeneratorConfig:
+    """A generator configuration by preset name (the seed's --baseline / --ganformer-default).
+
+    `latent_size` is the total latent size, divided over the local components (spec §1).
+    """
+    if name == "GANformer":
+        K = 16 if components_num is None else components_num
+        total = 512 if latent_size is None else latent_size
+        cfg = GeneratorConfig(
+            img_resolution=resolution, z_dim=total // K, components_num=K,
+            mapping=MappingConfig(resnet=True, ltnt2ltnt=True, use_pos=True),
+            synthesis=SynthesisConfig(
+                architecture="resnet", transformer=True,
+                attention=AttentionConfig(norm="layer", integration="mul", kmeans=True, use_pos=True)))
+    elif name == "StyleGAN2":
+        cfg = GeneratorConfig(img_resolution=resolution, z_dim=latent_size or 512)
+    elif name == "GAN":
+        cfg = GeneratorConfig(img_resolution=resolution, z_dim=latent_size or 512,
+                              synthesis=SynthesisConfig(style=False, latent_stem=True))
+    elif name == "kGAN":
+        K = 8 if components_num is None else components_num
+        total = 512 if latent_size is None else latent_size
+        cfg = GeneratorConfig(img_resolution=resolution, z_dim=total // K, components_num=K,
+                              synthesis=SynthesisConfig(kgan=True, merge_res=5, merge_type="softmax"))
+    elif name == "SAGAN":
+        cfg = GeneratorConfig(img_resolution=resolution, z_dim=latent_size or 512,
+                              synthesis=SynthesisConfig(style=False, latent_stem=True,
+                                                        img2img_res=min(5, _log2(resolution))))
+    else:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    for key, value in overrides.items():
+        _set_path(cfg, key, value)
+    cfg.validate()
+    return cfg
+
+
+def _log2(x: int) -> int:
+    return x.bit_length() - 1
+
+
+def _set_path(cfg: Any, path: str, value: Any) -> None:
+    """Set a dotted field path, e.g. 'synthesis.attention.num_heads'."""
+    *parents, leaf = path.split(".")
+    obj = cfg
+    for p in parents:
+        obj = getattr(obj, p)
+    if not any(f.name == leaf for f in fields(obj)):
+        raise UserError(f"unknown config field {path!r}")
+    setattr(obj, leaf, value)
+
+
+def channels_at(res: int, base: int, cmax: int) -> int:
+    """Feature channels at resolution `res` (spec §4)."""
+    return int(min(base // res, cmax))
