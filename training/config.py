@@ -50,6 +50,9 @@ class AttentionConfig:
             raise UserError(f"num_heads must be >= 1, got {self.num_heads}")
         if self.kmeans_iters < 1:
             raise UserError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
+        if self.img2ltnt and self.kmeans:
+            raise UserError("true duplex attention (img2ltnt) compares positions with the updated latents as keys; "
+                            "turn k-means off (--kmeans False) to use it")
         if not 0 <= self.attention_dropout < 1:
             raise UserError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
 

@@ -29,7 +29,8 @@ class Generator(nn.Module):
         self.K, self.k, self.c_dim = cfg.components_num, cfg.k, cfg.c_dim
         self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
         # Learned latent position embeddings (used by the mapping self-attention and attention keys).
-        self.pos = nn.Parameter(torch.rand([cfg.components_num, cfg.z_dim])) if cfg.components_num > 0 else None
+        has_pos = cfg.components_num > 0 and not cfg.synthesis.kgan
+        self.pos = nn.Parameter(torch.rand([cfg.components_num, cfg.z_dim])) if has_pos else None
         self.synthesis = SynthesisNetwork(cfg.z_dim, cfg.components_num, cfg.img_resolution, cfg.img_channels, cfg.synthesis)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(cfg.z_dim, cfg.z_dim, cfg.components_num, cfg.c_dim, self.num_ws, cfg.mapping)

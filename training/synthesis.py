@@ -51,8 +51,9 @@ class SynthesisLayer(nn.Module):
             self.attn = BipartiteAttention(dim=out_channels, from_dim=out_channels, to_dim=w_dim,
                                            from_len=resolution ** 2, to_len=components_num, pos_dim=pos_dim, cfg=att)
             if att.img2ltnt:
-                # True duplex (paper §3.1.2): latents gather from the image before they modulate it.
-                up_cfg = AttentionConfig(num_heads=1, norm="layer", integration="add",
+                # True duplex (paper §3.1.2): latents gather from the image (a residual update) before they
+                # act as the keys and values of the image's attention.
+                up_cfg = AttentionConfig(num_heads=1, norm=None, integration="add",
                                          attention_dropout=att.attention_dropout)
                 self.ltnt_update = BipartiteAttention(dim=w_dim, from_dim=w_dim, to_dim=out_channels,
                                                       from_len=components_num, to_len=resolution ** 2,
@@ -196,6 +197,13 @@ class SynthesisNetwork(nn.Module):
                                    is_last, cfg, components_num, attention, conv_last)
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
+        if cfg.kgan:
+            if components_num < 2 or cfg.transformer:
+                raise ValueError("k-GAN needs components_num >= 2 and no transformer")
+            self.merge_res = min(2 ** cfg.merge_res, img_resolution)
+            if cfg.merge_type != "sum":
+                self.merge_score = Conv2dLayer(channels_at(self.merge_res, cfg.channel_base, cfg.channel_max), 1,
+                                               kernel_size=1)
 
     def forward(self,
                 ws: torch.Tensor,                       # [B, K+1, num_ws, d]
@@ -214,16 +222,52 @@ class SynthesisNetwork(nn.Module):
         x = img = assignments = None
         maps: list[torch.Tensor] = []
         w_idx = 0
+        B, K = ws.shape[0], self.K
+        kgan = self.cfg.kgan
+        if kgan:
+            # k-GAN: each local latent renders its own features (as the style of a batch row) until the merge.
+            per_component = ws[:, :K].reshape(B * K, 1, *ws.shape[2:]).expand(-1, K + 1, -1, -1)
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            block_ws = ws.narrow(2, w_idx, block.num_conv + block.num_torgb)
+            source = per_component if kgan and res <= self.merge_res else ws
+            block_ws = source.narrow(2, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
             x, img, block_maps, assignments = block(x, img, block_ws, assignments if self.cfg.attention.iterative else None,
                                                     pos=pos, mask=mask, noise_mode=noise_mode, fused_modconv=fused_modconv)
             maps += block_maps
+            if kgan and res == self.merge_res:
+                x, img = self._merge(x, img, B)
         if self.cfg.tanh:
             img = torch.tanh(img)
         return img, maps
+
+
+    def _merge(self, x: torch.Tensor, img: Optional[torch.Tensor], B: int):
+        """Merge the K per-component feature maps [B*K, C, r, r] (and images) into one (k-GAN)."""
+        K, kind = self.K, self.cfg.merge_type
+        split = lambda t: t.reshape(B, K, *t.shape[1:])
+        if kind == "sum":
+            weights = torch.ones([B, K, 1, 1, 1], device=x.device)
+        else:
+            scores = split(self.merge_score(x))                                  # [B, K, 1, r, r]
+            if kind == "softmax":
+                weights = torch.softmax(scores, dim=1)
+            elif kind == "max":   # hard one-hot choice, straight-through gradient
+                soft = torch.softmax(scores, dim=1)
+                hard = torch.nn.functional.one_hot(soft.argmax(dim=1), K).movedim(-1, 1).to(soft.dtype)
+                weights = hard + soft - soft.detach()
+            else:                 # "leaves": alpha-composite component i over the ones before it
+                alpha = torch.sigmoid(scores)
+                weights = torch.empty_like(alpha)
+                remaining = torch.ones_like(alpha[:, 0])
+                for i in range(K - 1, -1, -1):
+                    a = alpha[:, i] if i > 0 else torch.ones_like(alpha[:, 0])
+                    weights[:, i] = a * remaining
+                    remaining = remaining * (1 - a)
+        x = (split(x) * weights).sum(dim=1)
+        if img is not None:
+            img = (split(img) * weights).sum(dim=1)
+        return x, img
 
 
 def stack_attention_maps(maps: list[torch.Tensor], resolution: int) -> torch.Tensor:

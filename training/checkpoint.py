@@ -1,0 +1,131 @@
+"""Our checkpoint format, and one entry point that loads a network from any supported source.
+
+A checkpoint is one `.safetensors` file: tensors named `<net>.<param>` for nets G, D, G_ema, and the
+JSON description (format version, each net's typed config, free-form extras) in the safetensors
+header's metadata. It is written to a temporary name and renamed, so a crash never leaves a file
+that loads but is incomplete. Nothing in it is executable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from dnnlib.util import UserError, atomic_path
+from .config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
+from .networks import Discriminator, Generator
+
+FORMAT = "ganformer-pytorch"
+FORMAT_VERSION = 1
+GENERATOR_NETS = ("G", "G_ema")
+SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.safetensors$")
+
+
+def save_checkpoint(path: str | os.PathLike, nets: Mapping[str, torch.nn.Module], extra: Optional[dict] = None) -> None:
+    """Write nets (subset of G, D, G_ema) with their configs to one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    configs = {}
+    for name, net in nets.items():
+        if name not in ("G", "D", "G_ema"):
+            raise ValueError(f"unknown network name {name!r}")
+        configs[name] = to_dict(net.cfg)
+        for key, value in net.state_dict().items():
+            tensors[f"{name}.{key}"] = value.detach().to("cpu").clone().contiguous()   # G and G_ema may share
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "configs": json.dumps(configs),
+            "extra": json.dumps(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict]:
+    """Read a checkpoint: ({net: state_dict}, {net: config dict}, extra)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        flat = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is a safetensors file but not a GANformer checkpoint")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path} has checkpoint format {version}; this code reads up to {FORMAT_VERSION}")
+    configs = json.loads(meta["configs"])
+    states: dict[str, dict[str, torch.Tensor]] = {name: {} for name in configs}
+    for key, value in flat.items():
+        net, _, param = key.partition(".")
+        if net not in states:
+            raise UserError(f"{path}: tensor {key} belongs to no network in the checkpoint")
+        states[net][param] = value
+    return states, configs, json.loads(meta.get("extra", "{}"))
+
+
+def _build(name: str, cfg: dict, state: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
+    if name == "D":
+        net: torch.nn.Module = Discriminator(from_dict(DiscriminatorConfig, cfg))
+    else:
+        net = Generator(from_dict(GeneratorConfig, cfg))
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"{where}: {name} weights do not fit its config (missing {result.missing_keys[:3]}, "
+                        f"unexpected {result.unexpected_keys[:3]})")
+    return net
+
+
+def latest_snapshot(folder: str | os.PathLike) -> Optional[Path]:
+    """The newest `network-snapshot-NNNNNN.safetensors` in a folder, or None."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("network-snapshot-*.safetensors")
+             if (m := SNAPSHOT_RE.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def load_networks(source: str | os.PathLike) -> dict[str, Any]:
+    """Load networks from any supported source; returns a dict with some of G, D, G_ema and 'extra'.
+
+    Sources: our checkpoint (.safetensors), a run folder (its latest snapshot), an official PyTorch
+    reference folder (config.json + G_state.pt + D_state.pt), an official PyTorch snapshot pickle.
+    """
+    source = str(source)
+    if source.startswith("gdrive:"):
+        raise UserError(f"{source}: pretrained TF checkpoints (gdrive:) are not supported yet")
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"model not found: {source}")
+    from .importers import official_pt
+
+    if path.is_dir():
+        if official_pt.is_reference_folder(path) or (path / "config.json").exists():
+            nets = official_pt.load_reference_folder(path)
+            return {"G": nets["G"], "D": nets["D"], "G_ema": nets["G"], "extra": {"source": "official-pytorch-folder"}}
+        snap = latest_snapshot(path)
+        if snap is None:
+            raise UserError(f"{source} is a folder with neither a reference model nor network snapshots")
+        path = snap
+    if path.suffix == ".pkl":
+        from .importers import safe_pickle
+        return safe_pickle.load_pickle_networks(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"unrecognised model file {source} (expected .safetensors, .pkl or a folder)")
+    states, configs, extra = read_checkpoint(path)
+    out: dict[str, Any] = {name: _build(name, configs[name], states[name], str(path)) for name in configs}
+    out["extra"] = extra
+    return out
+
+
+def load_generator(source: str | os.PathLike, device: torch.device | str = "cpu") -> Generator:
+    """The generator to sample from (the EMA one when present), in eval mode on `device`."""
+    nets = load_networks(source)
+    G = nets.get("G_ema") or nets.get("G")
+    if G is None:
+        raise UserError(f"{source} holds no generator")
+    return G.eval().requires_grad_(False).to(device)
