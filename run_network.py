@@ -14,14 +14,14 @@ import torch
 from dnnlib.util import UserError, cli_main
 from training.config import to_dict
 from training.networks import Discriminator, Generator
-from training.options import add_model_flags, dataset_gamma, resolve
+from training.options import add_model_flags, dataset_gamma, mirror_default, resolve, str2bool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train, evaluate and inspect GANformer models.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("mode")
-    m.add_argument("--train", action="store_true", help="train a model (not available yet)")
+    m.add_argument("--train", action="store_true", help="train a model (resumes the latest run of --expname)")
     m.add_argument("--eval", action="store_true", help="evaluate a model (not available yet)")
     m.add_argument("--vis", action="store_true", help="visualise a model (not available yet)")
     e = p.add_argument_group("experiment")
@@ -34,6 +34,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--ratio", type=float, default=None, help="image height/width ratio (default: per dataset)")
     e.add_argument("--gamma", type=float, default=None, help="R1 weight (default: per dataset, else 10)")
     e.add_argument("--pretrained-pkl", default=None, help="model to start from / evaluate")
+    b = dict(type=str2bool, nargs="?", const=True, default=None)
+    t = p.add_argument_group("training")
+    t.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    t.add_argument("--batch-gpu", type=int, default=4, help="images per GPU per forward pass (gradient accumulation)")
+    t.add_argument("--total-kimg", type=float, default=25000, help="training length in thousands of real images")
+    t.add_argument("--kimg-per-tick", type=float, default=8, help="progress line every N kimg")
+    t.add_argument("--snapshot-ticks", type=int, default=3, help="snapshots, samples and metrics every N ticks")
+    t.add_argument("--g-lr", type=float, default=0.002, help="generator learning rate")
+    t.add_argument("--d-lr", type=float, default=0.002, help="discriminator learning rate")
+    t.add_argument("--g-loss", choices=["logistic_ns", "logistic", "hinge", "wgan"], default="logistic_ns")
+    t.add_argument("--d-loss", choices=["logistic", "hinge", "wgan"], default="logistic")
+    t.add_argument("--pl-weight", type=float, default=0.0, help="path-length regularisation weight")
+    t.add_argument("--style-mixing", type=float, default=0.9, help="style mixing probability")
+    t.add_argument("--component-mixing", type=float, default=0.0, help="component mixing probability")
+    t.add_argument("--ema-kimg", type=float, default=10.0, help="half-life of the generator's moving average")
+    t.add_argument("--mirror-augment", **b, help="random horizontal flips (default: per dataset)")
+    t.add_argument("--train-images-num", type=int, default=None, help="train on a subset of this many images")
+    t.add_argument("--truncation-psi", type=float, default=0.75, help="truncation for sample grids")
+    t.add_argument("--keep-samples", type=str2bool, default=True, help="keep every sample grid (False: latest only)")
+    t.add_argument("--summarize", type=str2bool, default=True, help="write TensorBoard event files")
+    t.add_argument("--last-snapshots", type=int, default=10, help="keep only the N newest snapshots")
+    t.add_argument("--restart", action="store_true", help="start a new run folder instead of resuming")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--fp32", action="store_true", help="no bf16 mixed precision on the GPU")
+    t.add_argument("--metrics", default="none", help="comma-separated metrics at snapshots (none = skip)")
+    t.add_argument("--eval-images-num", type=int, default=50000, help="images for metrics")
+    t.add_argument("--num-threads", type=int, default=4, help="data loader threads (kept for compatibility)")
     add_model_flags(p)
     return p.parse_args(argv)
 
@@ -53,8 +80,11 @@ def summarize(G: Generator, D: Discriminator) -> str:
 @cli_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.train or args.eval or args.vis:
-        mode = "--train" if args.train else "--eval" if args.eval else "--vis"
+    if args.train:
+        from training.train_cli import train
+        return train(args)
+    if args.eval or args.vis:
+        mode = "--eval" if args.eval else "--vis"
         raise UserError(f"{mode} is not available yet in this version; see README 'Status'")
     G_cfg, D_cfg = resolve(args, args.resolution)
     G, D = Generator(G_cfg), Discriminator(D_cfg)

@@ -4,6 +4,6 @@ Each op has a plain-PyTorch reference (`impl='ref'`) and a CUDA kernel compiled 
 (`impl='cuda'`); `impl='auto'` (the default) uses the kernel for CUDA tensors when it builds.
 Importing this package or running on CPU never invokes a compiler.
 """
-from . import bias_act, conv2d_resample, custom_ops, upfirdn2d  # noqa: F401
+from . import bias_act, conv2d_resample, custom_ops, upfirdn2d
 
 __all__ = ["bias_act", "conv2d_resample", "custom_ops", "upfirdn2d"]

@@ -6,8 +6,9 @@ backward is the same kernel in "gradient" modes, so first and second order gradi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ def bias_act(
         if b.shape[0] != x.shape[dim]:
             raise ValueError(f"b has {b.shape[0]} elements but x.shape[{dim}] is {x.shape[dim]}")
 
-    if _use_cuda(x, impl):
+    if custom_ops.use_kernel("bias_act", x, impl, _plugin):
         return _bias_act_cuda(x, b, dim, act, alpha_f, gain_f, clamp_f)
     return _bias_act_ref(x, b, dim, spec, alpha_f, gain_f, clamp_f)
 
@@ -113,25 +114,6 @@ def _bias_act_ref(
 
 # ---------------------------------------------------------------------------------------------
 # CUDA implementation.
-
-
-def _use_cuda(x: torch.Tensor, impl: str) -> bool:
-    """Pick the kernel for CUDA tensors; CPU tensors never trigger a build."""
-    if impl == "ref":
-        return False
-    if impl == "cuda":
-        if x.device.type != "cuda":
-            raise RuntimeError(f"bias_act(impl='cuda') needs a CUDA tensor, got one on {x.device}")
-        _plugin()  # raises a RuntimeError explaining why the kernel is unavailable
-        return True
-    if x.device.type != "cuda":
-        return False
-    try:
-        _plugin()
-        return True
-    except RuntimeError as e:
-        custom_ops.warn_fallback_once("bias_act", e)
-        return False
 
 
 def _plugin() -> Any:
@@ -230,4 +212,4 @@ def _bias_act_cuda(
     return _BiasActCuda.apply(x, b, dim, act, alpha, gain, clamp)
 
 
-__all__ = ["bias_act", "activation_funcs", "ActSpec"]
+__all__ = ["ActSpec", "activation_funcs", "bias_act"]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
+from typing import Any
 
 import torch
 
@@ -22,10 +23,13 @@ from ..util import atomic_write, cache_dir
 
 _SRC_DIR = Path(__file__).resolve().parent
 
-# Loaded (or failed) extensions, keyed by build-folder name. Failures are remembered so that
-# impl='auto' does not retry a broken build on every call.
-_loaded: dict[str, ModuleType] = {}
-_failed: dict[str, RuntimeError] = {}
+# Loaded (or failed) extensions per request (name, sources, flags). A hit skips hashing the sources,
+# so calling get_plugin on every op invocation is cheap; the flip side is that a source edited while a
+# process runs is picked up by the next process. Failures are remembered so that impl='auto' does not
+# retry a broken build on every call.
+_Request = tuple[str, tuple[str, ...], tuple[str, ...]]
+_loaded: dict[_Request, ModuleType] = {}
+_failed: dict[_Request, RuntimeError] = {}
 _warned: set[str] = set()
 _lock = threading.Lock()
 
@@ -38,7 +42,8 @@ def _cuda_problem() -> str | None:
         return "this PyTorch build has no CUDA support"
     if not torch.cuda.is_available():
         return "no CUDA device is available"
-    from torch.utils import cpp_extension  # deferred: only needed when a kernel is really wanted
+    # Deferred import: the extension builder is only loaded when a kernel is really wanted.
+    from torch.utils import cpp_extension
 
     if cpp_extension.CUDA_HOME is None:
         return "the CUDA toolkit (nvcc) was not found; set CUDA_HOME"
@@ -77,25 +82,27 @@ def get_plugin(
     Raises RuntimeError (with the reason) when CUDA, nvcc or ninja is missing or the build fails;
     the failure is cached for the life of the process.
     """
-    srcs = [(_SRC_DIR / s).resolve() for s in sources]
-    problem = _cuda_problem()
-    if problem is not None:
-        raise RuntimeError(f"cannot build CUDA kernel '{name}': {problem}")
-
-    key = _build_key(name, srcs, extra_cuda_cflags)
+    request = (name, tuple(sources), tuple(extra_cuda_cflags))
+    module = _loaded.get(request)
+    if module is not None:
+        return module
     with _lock:
-        if key in _loaded:
-            return _loaded[key]
-        if key in _failed:
-            raise _failed[key]
+        if request in _loaded:
+            return _loaded[request]
+        if request in _failed:
+            raise _failed[request]
         try:
+            problem = _cuda_problem()
+            if problem is not None:
+                raise RuntimeError(problem)
+            srcs = [(_SRC_DIR / s).resolve() for s in sources]
+            key = _build_key(name, srcs, extra_cuda_cflags)
             module = _build_and_load(key, srcs, list(extra_cuda_cflags), verbose)
         except Exception as e:  # compiler errors arrive as several exception types
-            err = RuntimeError(f"cannot build CUDA kernel '{name}': {type(e).__name__}: {e}")
-            err.__cause__ = e
-            _failed[key] = err
+            err = RuntimeError(f"cannot build CUDA kernel '{name}': {e}")
+            _failed[request] = err
             raise err from e
-        _loaded[key] = module
+        _loaded[request] = module
         return module
 
 
@@ -126,6 +133,29 @@ def _build_and_load(key: str, srcs: Sequence[Path], cuda_flags: list[str], verbo
     )
 
 
+def use_kernel(op: str, x: torch.Tensor, impl: str, plugin: Callable[[], Any]) -> bool:
+    """Whether `op` should run its CUDA kernel for `x` under `impl` ('auto' | 'cuda' | 'ref').
+
+    CPU tensors never reach `plugin` (so never a compiler). 'cuda' raises RuntimeError when the kernel
+    cannot run; 'auto' then warns once and answers False so the caller takes the reference path.
+    """
+    if impl == "ref":
+        return False
+    if impl == "cuda":
+        if x.device.type != "cuda":
+            raise RuntimeError(f"{op}(impl='cuda') needs a CUDA tensor, got one on {x.device}")
+        plugin()  # raises a RuntimeError that says why the kernel is unavailable
+        return True
+    if x.device.type != "cuda":
+        return False
+    try:
+        plugin()
+        return True
+    except RuntimeError as e:
+        warn_fallback_once(op, e)
+        return False
+
+
 def warn_fallback_once(op: str, reason: Exception) -> None:
     """Warn (once per op and process) that a CUDA tensor is handled by the slow reference path."""
     with _lock:
@@ -135,8 +165,8 @@ def warn_fallback_once(op: str, reason: Exception) -> None:
     warnings.warn(
         f"{op}: CUDA kernel unavailable, using the slower reference implementation ({reason})",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=4,  # point at the caller of the public op
     )
 
 
-__all__ = ["get_plugin", "build_dir_root", "warn_fallback_once"]
+__all__ = ["build_dir_root", "get_plugin", "use_kernel", "warn_fallback_once"]

@@ -7,7 +7,8 @@ that keeps the output aligned with the input. `impl='ref'` is the plain-PyTorch 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 
 from . import custom_ops
 
-IntPair = Union[int, Sequence[int]]
-Padding = Union[int, Sequence[int]]
+IntPair = int | Sequence[int]
+Padding = int | Sequence[int]
 
 _IMPLS = ("auto", "cuda", "ref")
 
@@ -80,7 +81,7 @@ def _check_impl(impl: str) -> None:
 
 def setup_filter(
     f: Any,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = torch.device("cpu"),  # noqa: B008 -- signature kept from StyleGAN2-ADA
     normalize: bool = True,
     flip_filter: bool = False,
     gain: float = 1,
@@ -144,7 +145,7 @@ def upfirdn2d(
     pads = _parse_padding(padding)
     _get_filter_size(f)  # validates the filter shape
 
-    if _use_cuda("upfirdn2d", x, impl):
+    if custom_ops.use_kernel("upfirdn2d", x, impl, _plugin):
         return _upfirdn2d_cuda(x, f, (upx, upy), (downx, downy), pads, bool(flip_filter), float(gain))
     return _upfirdn2d_ref(x, f, (upx, upy), (downx, downy), pads, bool(flip_filter), float(gain))
 
@@ -266,25 +267,6 @@ def _upfirdn2d_ref(
 # CUDA implementation.
 
 
-def _use_cuda(op: str, x: torch.Tensor, impl: str) -> bool:
-    """Decide between kernel and reference; never builds anything for CPU tensors."""
-    if impl == "ref":
-        return False
-    if impl == "cuda":
-        if x.device.type != "cuda":
-            raise RuntimeError(f"{op}(impl='cuda') needs a CUDA tensor, got one on {x.device}")
-        _plugin()  # raises a RuntimeError explaining why the kernel is unavailable
-        return True
-    if x.device.type != "cuda":
-        return False
-    try:
-        _plugin()
-        return True
-    except RuntimeError as e:
-        custom_ops.warn_fallback_once(op, e)
-        return False
-
-
 def _plugin() -> Any:
     return custom_ops.get_plugin("upfirdn2d_plugin", sources=["upfirdn2d.cpp", "upfirdn2d.cu"])
 
@@ -359,9 +341,10 @@ def _upfirdn2d_cuda(
 ) -> torch.Tensor:
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    # The kernel reads the filter as float32 on the input's device.
-    f = f.to(device=x.device, dtype=torch.float32)
-    return _Upfirdn2dCuda.apply(x, f, up, down, pads, flip_filter, gain)
+    # Fold the gain into the float32 filter exactly as the reference does, so both paths multiply by
+    # the same rounded taps (float64 results then agree to accumulation-order rounding).
+    f = f.to(device=x.device, dtype=torch.float32) * (gain ** (f.ndim / 2))
+    return _Upfirdn2dCuda.apply(x, f, up, down, pads, flip_filter, 1.0)
 
 
-__all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d"]
+__all__ = ["downsample2d", "filter2d", "setup_filter", "upfirdn2d", "upsample2d"]

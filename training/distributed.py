@@ -1,0 +1,95 @@
+"""torch.distributed plumbing: one process per GPU (or CPU process for tests), same code under torchrun."""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def from_torchrun() -> Dist | None:
+    """The process group torchrun describes in the environment, or None when not under torchrun."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
+        return None
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, rank=d.rank, world_size=d.world_size)
+    return d
+
+
+def _worker(local_rank: int, world_size: int, port: int, backend: str, fn: Callable, args: tuple) -> None:
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=world_size)
+    try:
+        fn(Dist(local_rank, world_size, local_rank), *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(fn: Callable, world_size: int, args: tuple, backend: str) -> None:
+    """Run fn(Dist, *args) in `world_size` processes on this machine (rank 0 logs and writes files)."""
+    if world_size == 1:
+        fn(Dist(), *args)
+        return
+    torch.multiprocessing.spawn(_worker, args=(world_size, free_port(), backend, fn, args), nprocs=world_size)
+
+
+def sync_params(module: torch.nn.Module, world_size: int) -> None:
+    """Give every rank rank 0's parameters and buffers."""
+    if world_size > 1:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def reduce_grads(params: Iterable[torch.nn.Parameter], world_size: int) -> None:
+    """Average gradients over ranks (one flat all-reduce) and zero any NaN/Inf before the step."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    if world_size > 1:
+        dist.all_reduce(flat)
+        flat /= world_size
+    torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0, out=flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def average_buffer(t: torch.Tensor, world_size: int) -> None:
+    if world_size > 1:
+        dist.all_reduce(t)
+        t /= world_size
+
+
+def check_consistency(module: torch.nn.Module, world_size: int, what: str) -> None:
+    """Raise if any rank's parameters differ from rank 0's (they must stay bitwise identical)."""
+    if world_size < 2:
+        return
+    flat = torch.cat([p.detach().flatten().float() for p in module.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world_size)]
+    dist.all_gather(gathered, flat)
+    worst = max((g - gathered[0]).abs().max().item() for g in gathered)
+    if worst != 0:
+        raise RuntimeError(f"{what}: parameters differ across ranks (max abs difference {worst:g})")

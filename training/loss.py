@@ -1,0 +1,110 @@
+"""GAN losses and regularisers (spec §8): non-saturating logistic, logistic, hinge, WGAN; lazy R1; PL."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as Fn
+
+from .networks import Discriminator, Generator
+
+G_LOSSES = ("logistic_ns", "logistic", "hinge", "wgan")
+D_LOSSES = ("logistic", "hinge", "wgan")
+
+
+@dataclass
+class LossConfig:
+    g_loss: str = "logistic_ns"         # Generator loss.
+    d_loss: str = "logistic"            # Discriminator loss.
+    r1_gamma: float = 10.0              # R1 weight (gamma / 2 * |grad D(x)|^2 on reals).
+    style_mixing: float = 0.9           # Probability of mixing two latents at a random layer slot.
+    component_mixing: float = 0.0       # Probability of swapping the latent components [cut:] instead.
+    pl_weight: float = 0.0              # Path-length regularisation weight (0 = off).
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+
+
+class GANLoss:
+    """Computes each training phase's loss; the caller owns backward, accumulation and optimisers."""
+
+    def __init__(self, G: Generator, D: Discriminator, cfg: LossConfig,
+                 autocast: Callable[[], "torch.autocast"] = lambda: torch.autocast("cpu", enabled=False)):
+        self.G, self.D, self.cfg, self.autocast = G, D, cfg, autocast
+        self.pl_mean = torch.zeros([])
+
+    # -- generator ------------------------------------------------------------------------------------
+
+    def mapping(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
+        """w for z with style / component mixing (spec §8: the mixing z does not update w_avg)."""
+        G, cfg = self.G, self.cfg
+        ws = G.mapping(z, c, pos=G.pos)
+        if G.num_ws > 1 and cfg.style_mixing > 0 and torch.rand([]).item() < cfg.style_mixing:
+            cut = int(torch.randint(1, G.num_ws, []).item())
+            ws2 = G.mapping(torch.randn_like(z), c, pos=G.pos, update_w_avg=False)
+            ws = torch.cat([ws[:, :, :cut], ws2[:, :, cut:]], dim=2)
+        if G.K > 1 and cfg.component_mixing > 0 and torch.rand([]).item() < cfg.component_mixing:
+            cut = int(torch.randint(1, G.K, []).item())
+            ws2 = G.mapping(torch.randn_like(z), c, pos=G.pos, update_w_avg=False)
+            ws = torch.cat([ws[:, :cut], ws2[:, cut:G.K], ws[:, G.K:]], dim=1)
+        return ws
+
+    def generate(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            ws = self.mapping(z, c)
+            img = self.G(ws=ws)
+        return img, ws
+
+    def discriminate(self, img: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
+        with self.autocast():
+            return self.D(img, c).float()
+
+    def g_main(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        img, _ = self.generate(z, c)
+        logits = self.discriminate(img, c)
+        kind = self.cfg.g_loss
+        if kind == "logistic_ns":
+            loss = Fn.softplus(-logits)
+        elif kind == "logistic":
+            loss = -Fn.softplus(logits)
+        else:  # hinge and wgan: maximise the fake score
+            loss = -logits
+        return loss.mean(), {"Loss/scores/fake": logits.detach().mean(), "Loss/G/loss": loss.detach().mean()}
+
+    def g_pl(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """Path-length regulariser: Jacobian norm of the image w.r.t. each per-layer w (StyleGAN2 eq. 4)."""
+        cfg = self.cfg
+        B = max(1, z.shape[0] // cfg.pl_batch_shrink)
+        img, ws = self.generate(z[:B], c[:B] if c is not None else None)
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(dim=3).mean(dim=(1, 2)).sqrt()       # [B]: over d, components, layers
+        self.pl_mean = self.pl_mean.to(lengths.device).lerp(lengths.detach().mean(), cfg.pl_decay)
+        penalty = (lengths - self.pl_mean).square()
+        return (penalty * cfg.pl_weight).mean(), {"Loss/pl_penalty": penalty.detach().mean()}
+
+    # -- discriminator --------------------------------------------------------------------------------
+
+    def d_main(self, real: torch.Tensor, c: Optional[torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            fake, _ = self.generate(z, c)
+        fake_logits = self.discriminate(fake, c)
+        real_logits = self.discriminate(real, c)
+        kind = self.cfg.d_loss
+        if kind == "logistic":
+            loss = Fn.softplus(fake_logits) + Fn.softplus(-real_logits)
+        elif kind == "hinge":
+            loss = Fn.relu(1 + fake_logits) + Fn.relu(1 - real_logits)
+        else:  # wgan with the small drift term that keeps scores near zero
+            loss = fake_logits - real_logits + 0.001 * real_logits.square()
+        stats = {"Loss/scores/real": real_logits.detach().mean(), "Loss/scores/fake": fake_logits.detach().mean(),
+                 "Loss/signs/real": real_logits.detach().sign().mean(), "Loss/D/loss": loss.detach().mean()}
+        return loss.mean(), stats
+
+    def d_r1(self, real: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        real = real.detach().requires_grad_(True)
+        logits = self.discriminate(real, c)
+        (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+        penalty = grad.float().square().sum(dim=(1, 2, 3))
+        return (penalty * (self.cfg.r1_gamma / 2)).mean(), {"Loss/r1_penalty": penalty.detach().mean()}

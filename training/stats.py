@@ -1,0 +1,124 @@
+"""Training statistics: report from anywhere, reduce per tick, write stats.jsonl and TensorBoard files.
+
+The TensorBoard writer is dependency-free: event files are TFRecord-framed `Event` protocol buffers,
+which take a few dozen lines to encode by hand (scalars and PNG images only).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import struct
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .data_sources import masked_crc
+
+
+class StatsCollector:
+    """`report(name, value)` during a tick; `reduce()` returns {name: mean} and starts over."""
+
+    def __init__(self) -> None:
+        self._sum: dict[str, float] = defaultdict(float)
+        self._n: dict[str, int] = defaultdict(int)
+
+    def report(self, name: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float().mean().item()
+        self._sum[name] += float(value)
+        self._n[name] += 1
+
+    def reduce(self, world_size: int = 1) -> dict[str, float]:
+        names = sorted(self._sum)
+        if world_size > 1 and names:
+            import torch.distributed as dist
+            buf = torch.tensor([[self._sum[n], self._n[n]] for n in names], dtype=torch.float64)
+            dist.all_reduce(buf)
+            out = {n: (buf[i, 0] / max(buf[i, 1], 1)).item() for i, n in enumerate(names)}
+        else:
+            out = {n: self._sum[n] / max(self._n[n], 1) for n in names}
+        self._sum.clear()
+        self._n.clear()
+        return out
+
+
+# -- protocol buffer encoding ------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, wire: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | wire) + payload
+
+
+def _bytes_field(num: int, data: bytes) -> bytes:
+    return _field(num, 2, _varint(len(data)) + data)
+
+
+def _event(step: int, summary_values: list[bytes] = (), file_version: Optional[str] = None) -> bytes:
+    msg = _field(1, 1, struct.pack("<d", time.time())) + _field(2, 0, _varint(step))
+    if file_version is not None:
+        msg += _bytes_field(3, file_version.encode())
+    if summary_values:
+        msg += _bytes_field(5, b"".join(_bytes_field(1, v) for v in summary_values))
+    return msg
+
+
+def _record(data: bytes) -> bytes:
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
+
+
+class TensorBoardWriter:
+    """Appends scalar and image summaries to an `events.out.tfevents.*` file in `log_dir`."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
+        self._f = open(Path(log_dir) / name, "ab")
+        self._f.write(_record(_event(0, file_version="brain.Event:2")))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        vals = [_bytes_field(1, tag.encode()) + _field(2, 5, struct.pack("<f", float(v))) for tag, v in values.items()]
+        self._f.write(_record(_event(step, vals)))
+        self._f.flush()
+
+    def image(self, tag: str, img: np.ndarray, step: int) -> None:
+        """img: HWC uint8 (RGB)."""
+        import PIL.Image
+        buf = io.BytesIO()
+        PIL.Image.fromarray(img).save(buf, format="PNG")
+        h, w = img.shape[:2]
+        image = (_field(1, 0, _varint(h)) + _field(2, 0, _varint(w)) + _field(3, 0, _varint(3))
+                 + _bytes_field(4, buf.getvalue()))
+        self._f.write(_record(_event(step, [_bytes_field(1, tag.encode()) + _bytes_field(4, image)])))
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class JsonlWriter:
+    def __init__(self, path: str | os.PathLike):
+        self._f = open(path, "a")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

@@ -1,0 +1,126 @@
+"""`run_network.py --train`: validate flags, pick the run folder (resume or new), launch the processes."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from dnnlib.util import UserError, atomic_write
+from . import snapshots
+from .config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
+from .dataset import SCENES, dataset_path, ensure_scenes, is_complete, read_manifest
+from .distributed import Dist, from_torchrun, launch
+from .loss import LossConfig
+from .networks import Discriminator, Generator
+from .options import dataset_gamma, mirror_default, resolve
+from .training_loop import Trainer, TrainOptions
+
+
+def _check(args: argparse.Namespace) -> list[int]:
+    if not args.dataset:
+        raise UserError("--train needs --dataset (e.g. --dataset scenes, the built-in dataset)")
+    if args.batch_size < 1 or args.batch_gpu < 1:
+        raise UserError("--batch-size and --batch-gpu must be >= 1")
+    if args.total_kimg <= 0 or args.kimg_per_tick <= 0 or args.snapshot_ticks < 1:
+        raise UserError("--total-kimg and --kimg-per-tick must be > 0, --snapshot-ticks >= 1")
+    try:
+        gpus = [int(g) for g in str(args.gpus).split(",") if g.strip() != ""]
+    except ValueError:
+        raise UserError(f"--gpus must be a comma-separated list of indices, got {args.gpus!r}") from None
+    n = max(1, len(gpus))
+    if n & (n - 1):
+        raise UserError(f"the number of GPUs must be a power of two, got {n}")
+    if args.batch_size % n or (args.batch_size // n) % min(args.batch_gpu, args.batch_size // n):
+        raise UserError(f"--batch-size {args.batch_size} must split evenly over {n} processes "
+                        f"and into chunks of --batch-gpu {args.batch_gpu}")
+    if args.metrics not in ("none", ""):
+        print(f"note: metrics at snapshots are not wired into training yet; ignoring --metrics {args.metrics}")
+    return gpus
+
+
+def _prepare_dataset(args: argparse.Namespace) -> dict:
+    path = dataset_path(args.data_dir, args.dataset)
+    if args.dataset == SCENES:
+        ensure_scenes(args.data_dir, args.resolution)
+    if not is_complete(path):
+        raise UserError(f"dataset {args.dataset!r} not found (or incomplete) in {args.data_dir}; "
+                        f"prepare it with prepare_data.py, or use --dataset scenes")
+    m = read_manifest(path)
+    if m["resolution"] < args.resolution:
+        raise UserError(f"dataset {args.dataset} is {m['resolution']}x{m['resolution']}, "
+                        f"smaller than --resolution {args.resolution}")
+    return m
+
+
+def _options(args: argparse.Namespace, run_dir: Path, world: int) -> TrainOptions:
+    loss = LossConfig(g_loss=args.g_loss, d_loss=args.d_loss, r1_gamma=dataset_gamma(args),
+                      style_mixing=args.style_mixing, component_mixing=args.component_mixing, pl_weight=args.pl_weight)
+    return TrainOptions(run_dir=str(run_dir), data_dir=args.data_dir, dataset=args.dataset, resolution=args.resolution,
+                        mirror=bool(mirror_default(args)), max_images=args.train_images_num, batch_size=args.batch_size,
+                        batch_gpu=min(args.batch_gpu, args.batch_size // world), total_kimg=args.total_kimg,
+                        kimg_per_tick=args.kimg_per_tick, snapshot_ticks=args.snapshot_ticks, g_lr=args.g_lr,
+                        d_lr=args.d_lr, ema_kimg=args.ema_kimg, seed=args.seed, mixed_precision=not args.fp32,
+                        truncation_psi=args.truncation_psi, keep_samples=args.keep_samples,
+                        summarize=args.summarize, last_snapshots=args.last_snapshots, loss=loss)
+
+
+def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optional[str],
+            pretrained: Optional[str], gpus: list[int]) -> None:
+    if torch.cuda.is_available():
+        device = torch.device("cuda", gpus[d.local_rank] if d.local_rank < len(gpus) else d.local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    else:
+        device = torch.device("cpu")
+    torch.manual_seed(opts.seed)
+    G = Generator(from_dict(GeneratorConfig, G_cfg))
+    D = Discriminator(from_dict(DiscriminatorConfig, D_cfg))
+    G_ema = None
+    if pretrained and not resume:
+        from .checkpoint import load_networks
+        nets = load_networks(pretrained)
+        for ours, key in ((G, "G"), (D, "D")):
+            if key in nets:
+                ours.load_state_dict(nets[key].state_dict())
+        G_ema = nets.get("G_ema")
+    trainer = Trainer(opts, G, D, d, device, G_ema=G_ema)
+    if resume:
+        trainer.load_state(Path(resume))
+        trainer.log(f"resumed from {resume} at {trainer.cur_nimg / 1000:.1f} kimg")
+    trainer.run()
+
+
+def train(args: argparse.Namespace) -> None:
+    gpus = _check(args)
+    tr = from_torchrun()
+    manifest = _prepare_dataset(args) if tr is None or tr.is_main else None
+    world = tr.world_size if tr else max(1, len(gpus))
+    runs = snapshots.find_runs(args.result_dir, args.expname)
+    resume = snapshots.latest_state(runs[-1]) if runs and not args.restart else None
+    if resume:
+        run_dir = runs[-1]
+        _, configs, _, _ = snapshots.load_state(resume)
+        G_cfg, D_cfg = configs["G"], configs["D"]
+    else:
+        run_dir = snapshots.new_run_dir(args.result_dir, args.expname) if (tr is None or tr.is_main) else None
+        c_dim = len((manifest or {}).get("class_names") or []) if (manifest or {}).get("labels") else 0
+        G_obj, D_obj = resolve(args, args.resolution, c_dim=c_dim)
+        G_cfg, D_cfg = to_dict(G_obj), to_dict(D_obj)
+        D_cfg["mbstd_group_size"] = min(D_cfg["mbstd_group_size"] or 4, args.batch_gpu)
+    opts = _options(args, run_dir, world)
+    if tr is None or tr.is_main:
+        with atomic_write(Path(run_dir) / "config.json", "w") as f:
+            json.dump({"args": vars(args), "G": G_cfg, "D": D_cfg, "train": to_dict(opts)}, f, indent=1, default=str)
+        print(f"run folder: {run_dir}" + (f" (resuming {Path(resume).name})" if resume else ""))
+    if tr is not None:
+        _worker(tr, opts, G_cfg, D_cfg, str(resume) if resume else None, args.pretrained_pkl, gpus)
+        return
+    if world > 1 and not torch.cuda.is_available():
+        print(f"note: no CUDA GPU; running {world} CPU processes (gloo)")
+    launch(_worker, world, (opts, G_cfg, D_cfg, str(resume) if resume else None, args.pretrained_pkl, gpus),
+           backend="nccl" if torch.cuda.is_available() else "gloo")

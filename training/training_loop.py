@@ -1,0 +1,260 @@
+"""The training loop (spec §8): phases, lazy regularisation, EMA, ticks, snapshots, resume."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from dnnlib.util import UserError
+from . import snapshots
+from .config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
+from .dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
+from .distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
+from .loss import GANLoss, LossConfig
+from .networks import Discriminator, Generator
+from .sampling import save_png, to_uint8, z_from_seeds
+from .stats import JsonlWriter, StatsCollector, TensorBoardWriter
+from .visualize import attention_images, image_grid
+
+
+@dataclass
+class TrainOptions:
+    run_dir: str                          # Results of this run (created by the caller).
+    data_dir: str = "datasets"
+    dataset: str = "scenes"
+    resolution: int = 256
+    mirror: bool = False                  # Horizontal flips (dataset doubled with mirrored copies).
+    max_images: Optional[int] = None      # Train on a fixed subset of this many images.
+    batch_size: int = 32                  # Global batch (all ranks together).
+    batch_gpu: int = 4                    # Per-rank chunk; gradients are accumulated over chunks.
+    total_kimg: float = 25000
+    kimg_per_tick: float = 8
+    snapshot_ticks: int = 3               # Snapshots, samples and metrics every N ticks.
+    g_lr: float = 0.002
+    d_lr: float = 0.002
+    g_reg_interval: int = 4
+    d_reg_interval: int = 16
+    ema_kimg: float = 10.0                # EMA half-life.
+    ema_rampup: Optional[float] = None    # Half-life <= cur_nimg * rampup early on (None = off).
+    seed: int = 0
+    mixed_precision: bool = True          # bf16 autocast on GPUs that support it.
+    truncation_psi: float = 0.75          # For sample grids only.
+    keep_samples: bool = True             # Keep every sample grid (False = overwrite the latest).
+    summarize: bool = True                # TensorBoard event files.
+    last_snapshots: int = 10
+    grid_size: tuple = (3, 2)             # Sample grid columns x rows.
+    blending_alpha: float = 0.3
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Seeds derive from (seed, rank, step) so that a resumed run continues the same random stream."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()[:8], "little") >> 1
+
+
+def make_optimizer(net: torch.nn.Module, lr: float, interval: int) -> torch.optim.Adam:
+    """Adam(0, 0.99) with the lazy-regularisation rescaling rho = I / (I + 1) (spec §8)."""
+    rho = interval / (interval + 1) if interval else 1.0
+    return torch.optim.Adam(net.parameters(), lr=lr * rho, betas=(0 ** rho, 0.99 ** rho), eps=1e-8)
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, G: Generator, D: Discriminator, d: Dist, device: torch.device,
+                 G_ema: Optional[Generator] = None, log: Callable[[str], None] = print,
+                 evaluate: Optional[Callable[[Generator, float], dict]] = None):
+        self.opts, self.d, self.device, self.evaluate = opts, d, device, evaluate
+        self.log = log if d.is_main else (lambda *_: None)
+        self.G, self.D = G.to(device).train(), D.to(device).train()
+        self.G_ema = (G_ema if G_ema is not None else copy.deepcopy(G)).to(device).eval().requires_grad_(False)
+        sync_params(self.G, d.world_size), sync_params(self.D, d.world_size), sync_params(self.G_ema, d.world_size)
+        self.opt_G = make_optimizer(self.G, opts.g_lr, opts.g_reg_interval)
+        self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval)
+        use_bf16 = opts.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        self.loss = GANLoss(self.G, self.D, opts.loss, self.autocast)
+        self.cur_nimg, self.step, self.tick = 0, 0, 0
+        self.stats = StatsCollector()
+
+    # -- state -----------------------------------------------------------------------------------------
+
+    def counters(self) -> dict:
+        return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick, "pl_mean": float(self.loss.pl_mean)}
+
+    def load_state(self, path: Path) -> None:
+        nets, _, opts, counters = snapshots.load_state(path)
+        for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            net.load_state_dict(nets[name])
+        self.opt_G.load_state_dict(opts["G"])
+        self.opt_D.load_state_dict(opts["D"])
+        self.cur_nimg, self.step, self.tick = counters["cur_nimg"], counters["step"], counters["tick"]
+        self.loss.pl_mean = torch.tensor(counters.get("pl_mean", 0.0))
+
+    def save(self) -> None:
+        if not self.d.is_main:
+            return
+        kimg = self.cur_nimg // 1000
+        run = Path(self.opts.run_dir)
+        snapshots.save_release(run / f"network-snapshot-{kimg:06d}.safetensors", self.G_ema, self.G, self.D,
+                               extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
+        snapshots.save_state(run / f"training-state-{kimg:06d}.safetensors",
+                             {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+                             {"G": self.opt_G, "D": self.opt_D}, self.counters())
+        snapshots.prune(run, self.opts.last_snapshots)
+
+    # -- one iteration ---------------------------------------------------------------------------------
+
+    def _phase(self, net: torch.nn.Module, opt: torch.optim.Optimizer, fn: Callable, chunks: list, gain: float) -> None:
+        self.G.requires_grad_(net is self.G)
+        self.D.requires_grad_(net is self.D)
+        opt.zero_grad(set_to_none=True)
+        for args in chunks:
+            loss, stats = fn(*args)
+            (loss * gain / len(chunks)).backward()
+            for k, v in stats.items():
+                self.stats.report(k, v)
+        reduce_grads(net.parameters(), self.d.world_size)
+        opt.step()
+
+    def train_step(self, reals_u8: torch.Tensor, labels: torch.Tensor, one_hot: Callable) -> None:
+        o, G = self.opts, self.G
+        torch.manual_seed(step_seed(o.seed, self.d.rank, self.step))
+        reals = to_float(reals_u8, self.device)
+        c = one_hot(labels).to(self.device) if G.c_dim else None
+        n_chunks = max(1, reals.shape[0] // o.batch_gpu)
+        split = lambda t: list(t.chunk(n_chunks)) if t is not None else [None] * n_chunks
+        rz = lambda: split(torch.randn([reals.shape[0], G.k, G.z_dim], device=self.device))
+        r_chunks, c_chunks = split(reals), split(c)
+        self._phase(G, self.opt_G, self.loss.g_main, list(zip(rz(), c_chunks)), 1.0)
+        if o.loss.pl_weight > 0 and self.step % o.g_reg_interval == 0:
+            self._phase(G, self.opt_G, self.loss.g_pl, list(zip(rz(), c_chunks)), o.g_reg_interval)
+        self._phase(self.D, self.opt_D, self.loss.d_main, list(zip(r_chunks, c_chunks, rz())), 1.0)
+        if o.loss.r1_gamma > 0 and self.step % o.d_reg_interval == 0:
+            self._phase(self.D, self.opt_D, self.loss.d_r1, list(zip(r_chunks, c_chunks)), o.d_reg_interval)
+        average_buffer(G.mapping.w_avg, self.d.world_size) if hasattr(G.mapping, "w_avg") else None
+        self.update_ema()
+        self.cur_nimg += o.batch_size
+        self.step += 1
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        o = self.opts
+        ema_nimg = o.ema_kimg * 1000
+        if o.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.cur_nimg * o.ema_rampup)
+        beta = 0.5 ** (o.batch_size / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- outputs ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def save_samples(self, tb: Optional[TensorBoardWriter]) -> None:
+        o, G = self.opts, self.G_ema
+        cols, rows = o.grid_size
+        z = z_from_seeds(range(cols * rows), G.k, G.z_dim).to(self.device)
+        c = torch.zeros([z.shape[0], G.c_dim], device=self.device) if G.c_dim else None
+        if c is not None:
+            c[torch.arange(z.shape[0]), torch.arange(z.shape[0]) % G.c_dim] = 1
+        ws = G.mapping(z, c, pos=G.pos, truncation_psi=o.truncation_psi)
+        img, maps = G.synthesis(ws, pos=G.pos, noise_mode="const")
+        tag = f"{self.cur_nimg // 1000:06d}" if o.keep_samples else "latest"
+        grids = {"fakes": image_grid(to_uint8(img).cpu(), cols)}
+        if maps:
+            att = attention_images(img, maps[-1], alpha=o.blending_alpha)
+            # rows: samples, their hard attention maps blended with the image, soft maps
+            grids["attention"] = image_grid(torch.cat([to_uint8(img), att["hard_blend"], att["soft"]]).cpu(), cols)
+        for name, grid in grids.items():
+            save_png(grid, Path(o.run_dir) / f"{name}-{tag}.png")
+            if tb is not None:
+                tb.image(f"Samples/{name}", grid, self.cur_nimg // 1000)
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        o, d = self.opts, self.d
+        dataset = load_dataset(o.data_dir, o.dataset, resolution=o.resolution, mirror=o.mirror,
+                               max_images=o.max_images, use_labels=self.G.c_dim > 0, auto_scenes=False)
+        if self.G.c_dim and dataset.num_classes != self.G.c_dim:
+            raise UserError(f"the model has {self.G.c_dim} classes, the dataset {dataset.num_classes}")
+        per_rank = o.batch_size // d.world_size
+        sampler = InfiniteSampler(len(dataset), d.rank, d.world_size, seed=o.seed, start_index=self.cur_nimg)
+        batches = iterate_batches(dataset, sampler, per_rank, prefetch=2,
+                                  pin_memory=self.device.type == "cuda")
+        run = Path(o.run_dir)
+        jsonl = JsonlWriter(run / "stats.jsonl") if d.is_main else None
+        tb = TensorBoardWriter(run) if d.is_main and o.summarize else None
+        start_time, tick_start_nimg, tick_start_time = time.time(), self.cur_nimg, time.time()
+        total = int(o.total_kimg * 1000)
+        if self.cur_nimg == 0 and d.is_main:
+            self.save_samples(tb)
+        self.log(f"training for {o.total_kimg} kimg from {self.cur_nimg / 1000:.1f} kimg on {self.device} "
+                 f"({d.world_size} process{'es' if d.world_size > 1 else ''})")
+        try:
+            while self.cur_nimg < total:
+                reals, labels = next(batches)
+                self.train_step(reals, labels, dataset.one_hot)
+                done = self.cur_nimg >= total
+                if not done and self.cur_nimg < tick_start_nimg + o.kimg_per_tick * 1000:
+                    continue
+                self.tick += 1
+                now = time.time()
+                stats = self.stats.reduce(d.world_size)
+                tick_kimg = (self.cur_nimg - tick_start_nimg) / 1000
+                timing = {"Progress/tick": self.tick, "Progress/kimg": self.cur_nimg / 1000,
+                          "Timing/total_sec": now - start_time, "Timing/sec_per_tick": now - tick_start_time,
+                          "Timing/sec_per_kimg": (now - tick_start_time) / max(tick_kimg, 1e-8),
+                          "Timing/images_per_sec": tick_kimg * 1000 / max(now - tick_start_time, 1e-8)}
+                if self.device.type == "cuda":
+                    timing["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                record = {**timing, **stats}
+                self.log(_console_line(record, total, self.cur_nimg))
+                snapshot = done or self.tick % o.snapshot_ticks == 0
+                if snapshot:
+                    for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+                        check_consistency(net, d.world_size, name)
+                    self.save()
+                    if d.is_main:
+                        self.save_samples(tb)
+                        if self.evaluate is not None:
+                            record.update(self.evaluate(self.G_ema, self.cur_nimg / 1000) or {})
+                if jsonl is not None:
+                    jsonl.write({"kimg": self.cur_nimg / 1000, "timestamp": now, **record})
+                if tb is not None:
+                    tb.scalars(record, int(self.cur_nimg / 1000))
+                tick_start_nimg, tick_start_time = self.cur_nimg, time.time()
+        finally:
+            for w in (jsonl, tb):
+                if w is not None:
+                    w.close()
+        self.log(f"done: {self.cur_nimg / 1000:.1f} kimg in {_fmt_time(time.time() - start_time)}"
+                 + (f"; weights identical on all {d.world_size} ranks" if d.world_size > 1 else ""))
+
+
+def _fmt_time(sec: float) -> str:
+    sec = int(sec)
+    return f"{sec // 3600}h {sec % 3600 // 60:02d}m" if sec >= 3600 else f"{sec // 60}m {sec % 60:02d}s"
+
+
+def _console_line(r: dict, total: int, cur: int) -> str:
+    eta = r["Timing/sec_per_kimg"] * (total - cur) / 1000
+    parts = [f"tick {r['Progress/tick']:<4d}", f"kimg {r['Progress/kimg']:<8.1f}",
+             f"sec/kimg {r['Timing/sec_per_kimg']:<7.2f}", f"img/s {r['Timing/images_per_sec']:<7.1f}",
+             f"eta {_fmt_time(eta)}"]
+    for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"),
+                       ("Loss/pl_penalty", "pl")):
+        if key in r:
+            parts.append(f"{short} {r[key]:.3f}")
+    if "Resources/peak_gpu_mem_gb" in r:
+        parts.append(f"mem {r['Resources/peak_gpu_mem_gb']:.2f}GB")
+    return "  ".join(parts)
