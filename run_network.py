@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--data-dir", default="datasets", help="datasets root")
     e.add_argument("--result-dir", default="results", help="results root")
     e.add_argument("--gpus", default="0", help="comma-separated GPU indices")
-    e.add_argument("--resolution", type=int, default=256, help="image resolution")
+    e.add_argument("--resolution", type=int, default=None, help="image resolution (default: 64 for scenes, else 256)")
     e.add_argument("--ratio", type=float, default=None, help="image height/width ratio (default: per dataset)")
     e.add_argument("--gamma", type=float, default=None, help="R1 weight (default: per dataset, else 10)")
     e.add_argument("--pretrained-pkl", default=None, help="model to start from / evaluate")
@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--style-mixing", type=float, default=0.9, help="style mixing probability")
     t.add_argument("--component-mixing", type=float, default=0.0, help="component mixing probability")
     t.add_argument("--ema-kimg", type=float, default=10.0, help="half-life of the generator's moving average")
+    t.add_argument("--ema-rampup", type=float, default=None,
+                   help="early in training, cap the EMA half-life at cur_kimg * this (e.g. 0.05; default: off)")
     t.add_argument("--mirror-augment", **b, help="random horizontal flips (default: per dataset)")
     t.add_argument("--train-images-num", type=int, default=None, help="train on a subset of this many images")
     t.add_argument("--truncation-psi", type=float, default=0.75, help="truncation for sample grids")
@@ -80,6 +82,8 @@ def summarize(G: Generator, D: Discriminator) -> str:
 @cli_main
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.resolution is None:
+        args.resolution = 64 if args.dataset == "scenes" else 256
     if args.train:
         from training.train_cli import train
         return train(args)

@@ -63,7 +63,7 @@ def _options(args: argparse.Namespace, run_dir: Path, world: int) -> TrainOption
                         mirror=bool(mirror_default(args)), max_images=args.train_images_num, batch_size=args.batch_size,
                         batch_gpu=min(args.batch_gpu, args.batch_size // world), total_kimg=args.total_kimg,
                         kimg_per_tick=args.kimg_per_tick, snapshot_ticks=args.snapshot_ticks, g_lr=args.g_lr,
-                        d_lr=args.d_lr, ema_kimg=args.ema_kimg, seed=args.seed, mixed_precision=not args.fp32,
+                        d_lr=args.d_lr, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, seed=args.seed, mixed_precision=not args.fp32,
                         truncation_psi=args.truncation_psi, keep_samples=args.keep_samples,
                         summarize=args.summarize, last_snapshots=args.last_snapshots, loss=loss)
 
