@@ -43,20 +43,26 @@ def save_checkpoint(path: str | os.PathLike, nets: Mapping[str, torch.nn.Module]
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict]:
-    """Read a checkpoint: ({net: state_dict}, {net: config dict}, extra)."""
+def read_safetensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors) of a safetensors file whose metadata names format `fmt`; else a UserError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
-    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{path} is a safetensors file but not a GANformer checkpoint")
+        raise UserError(f"cannot read {what} {path}: {e}") from None
+    if meta.get("format") != fmt:
+        raise UserError(f"{path} is a safetensors file but not a {what}")
+    return meta, flat
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict]:
+    """Read a checkpoint: ({net: state_dict}, {net: config dict}, extra)."""
+    path = Path(path)
+    meta, flat = read_safetensors(path, FORMAT, "GANformer checkpoint")
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise UserError(f"{path} has checkpoint format {version}; this code reads up to {FORMAT_VERSION}")
@@ -93,11 +99,13 @@ def load_networks(source: str | os.PathLike) -> dict[str, Any]:
     """Load networks from any supported source; returns a dict with some of G, D, G_ema and 'extra'.
 
     Sources: our checkpoint (.safetensors), a run folder (its latest snapshot), an official PyTorch
-    reference folder (config.json + G_state.pt + D_state.pt), an official PyTorch snapshot pickle.
+    reference folder (config.json + G_state.pt + D_state.pt), an official PyTorch or TensorFlow
+    snapshot pickle, or a released checkpoint by its official name (gdrive:ffhq-snapshot.pkl, ...).
     """
     source = str(source)
     if source.startswith("gdrive:"):
-        raise UserError(f"{source}: pretrained TF checkpoints (gdrive:) are not supported yet")
+        from .importers import pretrained, safe_pickle
+        return safe_pickle.load_pickle_networks(pretrained.fetch(source))
     path = Path(source)
     if not path.exists():
         raise UserError(f"model not found: {source}")

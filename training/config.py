@@ -89,6 +89,7 @@ class SynthesisConfig:
     start_res: int = 0                  # Attention in blocks with start_res <= log2(r) < end_res.
     end_res: int = 8
     conv_last: str = "always"           # Extra last-block conv: always (PyTorch port) / transformer (TF) / never.
+    tf_w_slots: bool = False            # TF w slots: layer i reads slot i+1 (0 = latent stem), 2*log2(R)-1 slots.
     img2img_res: int = 0                # SAGAN: image self-attention at 2**img2img_res (0 = off).
     kgan: bool = False                  # k-GAN: each latent renders its own features, merged at merge_res.
     merge_res: int = 5                  # k-GAN merge resolution (log2).

@@ -406,22 +406,22 @@ def _feature_values(feature: bytes) -> list:
 def encode_example(features: dict[str, list]) -> bytes:
     """Serialize a tf.train.Example (ints -> int64_list, bytes -> bytes_list); for tests and tools."""
     def key(field: int, wire: int) -> bytes:
-        return _enc_varint(field << 3 | wire)
+        return encode_varint(field << 3 | wire)
 
     def ld(field: int, payload: bytes) -> bytes:
-        return key(field, 2) + _enc_varint(len(payload)) + payload
+        return key(field, 2) + encode_varint(len(payload)) + payload
 
     entries = b""
     for name, values in features.items():
         if all(isinstance(v, (bytes, bytearray)) for v in values):
             feature = ld(1, b"".join(ld(1, bytes(v)) for v in values))
         else:
-            feature = ld(3, ld(1, b"".join(_enc_varint(int(v) & ((1 << 64) - 1)) for v in values)))
+            feature = ld(3, ld(1, b"".join(encode_varint(int(v) & ((1 << 64) - 1)) for v in values)))
         entries += ld(1, ld(1, name.encode()) + ld(2, feature))
     return ld(1, entries)
 
 
-def _enc_varint(x: int) -> bytes:
+def encode_varint(x: int) -> bytes:
     out = bytearray()
     while True:
         b = x & 0x7F

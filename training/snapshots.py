@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from dnnlib.util import UserError, atomic_path
-from .checkpoint import save_checkpoint
+from .checkpoint import read_safetensors, save_checkpoint
 from .config import to_dict
 
 STATE_RE = re.compile(r"training-state-(\d+)\.safetensors$")
@@ -95,17 +95,7 @@ def save_state(path: str | os.PathLike, nets: dict[str, torch.nn.Module], opts: 
 
 def load_state(path: str | os.PathLike) -> tuple[dict, dict, dict, dict]:
     """-> (net state dicts, net configs, optimizer state dicts, counters)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        flat = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot resume from {path}: {e}") from None
-    if meta.get("format") != "ganformer-training-state":
-        raise UserError(f"{path} is not a training state file")
+    meta, flat = read_safetensors(path, "ganformer-training-state", "training state")
     configs = json.loads(meta["configs"])
     nets = {name: {} for name in configs}
     for key, value in flat.items():

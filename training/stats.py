@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .data_sources import masked_crc
+from .data_sources import encode_varint, masked_crc
 
 
 class StatsCollector:
@@ -51,14 +51,7 @@ class StatsCollector:
 # -- protocol buffer encoding ------------------------------------------------------------------------
 
 def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return encode_varint(n & ((1 << 64) - 1))
 
 
 def _field(num: int, wire: int, payload: bytes) -> bytes:

@@ -197,6 +197,11 @@ class SynthesisNetwork(nn.Module):
                                    is_last, cfg, components_num, attention, conv_last)
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
+        if cfg.tf_w_slots:
+            # TF keeps one slot per layer index whether or not the extra last conv exists.
+            self.num_ws = 2 * log2_res - 1
+            self.tf_slots = {res: _tf_block_slots(getattr(self, f"b{res}"), int(math.log2(res)))
+                             for res in self.block_resolutions}
         if cfg.kgan:
             if components_num < 2 or cfg.transformer:
                 raise ValueError("k-GAN needs components_num >= 2 and no transformer")
@@ -230,7 +235,10 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             source = per_component if kgan and res <= self.merge_res else ws
-            block_ws = source.narrow(2, w_idx, block.num_conv + block.num_torgb)
+            if self.cfg.tf_w_slots:
+                block_ws = source[:, :, self.tf_slots[res]]
+            else:
+                block_ws = source.narrow(2, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
             x, img, block_maps, assignments = block(x, img, block_ws, assignments if self.cfg.attention.iterative else None,
                                                     pos=pos, mask=mask, noise_mode=noise_mode, fused_modconv=fused_modconv)
@@ -268,6 +276,19 @@ class SynthesisNetwork(nn.Module):
         if img is not None:
             img = (split(img) * weights).sum(dim=1)
         return x, img
+
+
+def _tf_block_slots(block: SynthesisBlock, r: int) -> list[int]:
+    """The w slots a block reads in TF order (stem, conv0, conv1, conv_last, torgb) for resolution 2**r.
+
+    TF layer i (0 = the 4x4 conv, 2r-5 / 2r-4 = conv0 / conv1) reads slot i + 1, slot 0 feeds the
+    latent stem, the extra last conv shares conv1's slot and ToRGB reads the slot after conv1's.
+    """
+    conv1 = 2 * r - 3
+    slots = ([0] if block.latent_stem else []) + ([] if block.is_stem else [conv1 - 1]) + [conv1]
+    if hasattr(block, "conv_last"):
+        slots.append(conv1)
+    return slots + [conv1 + 1] * block.num_torgb
 
 
 def stack_attention_maps(maps: list[torch.Tensor], resolution: int) -> torch.Tensor:

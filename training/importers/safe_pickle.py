@@ -12,7 +12,7 @@ import collections
 import io
 import pickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -102,20 +102,39 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
+# A TensorFlow snapshot references exactly these (README of the official-tf reference data).
+_TF_NETWORK = ("dnnlib.tflib.network", "Network")
+_TF_GLOBALS = {_TF_NETWORK, ("numpy", "dtype"), ("numpy", "ndarray")} | {
+    (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("scalar", "_reconstruct")}
+
+
 class RefusedGlobal(pickle.UnpicklingError):
     pass
 
 
 class SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals to safe stand-ins."""
+    """Unpickler that resolves only allow-listed globals to safe stand-ins.
+
+    Once a TF Network has been named, only the TF globals stay admitted; once a PyTorch one has, the
+    TF Network is refused: each kind of pickle gets just the globals it can contain.
+    """
+
+    kind: Optional[str] = None        # "tf" / "pt" once recognised
 
     def find_class(self, module: str, name: str) -> Any:
-        target = _ALLOWED.get((module, name))
+        key = (module, name)
+        if key == _TF_NETWORK and self.kind != "pt":
+            self.kind = "tf"
+        elif self.kind == "tf" and key not in _TF_GLOBALS or key == _TF_NETWORK:
+            raise RefusedGlobal(f"{module}.{name}", "a TensorFlow" if self.kind == "tf" else "a PyTorch")
+        elif key not in _TF_GLOBALS:
+            self.kind = "pt"
+        target = _ALLOWED.get(key)
         if target is not None:
             return target
         if module.startswith("torch.nn.modules.") and name[:1].isupper():
             return _torch_module_stub(name)
-        raise RefusedGlobal(f"{module}.{name}")
+        raise RefusedGlobal(f"{module}.{name}", "a")
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent ids are not supported")
@@ -137,8 +156,8 @@ def safe_load(path: str | Path) -> Any:
                                 f"pass the folder holding it with config.json, or a snapshot .pkl")
             return SafeUnpickler(f).load()
     except RefusedGlobal as e:
-        raise UserError(f"refusing to load {path}: it references {e}, which a network pickle does not need "
-                        f"(nothing from the file was run)") from None
+        raise UserError(f"refusing to load {path}: it references {e.args[0]}, which {e.args[1]} network pickle "
+                        f"does not need (nothing from the file was run)") from None
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data surfaces as many exception types
@@ -150,8 +169,9 @@ def load_pickle_networks(path: str | Path) -> dict[str, Any]:
     from . import official_pt
 
     data = safe_load(path)
-    if isinstance(data, tuple) and len(data) == 3 and all(isinstance(x, TFNetworkStub) for x in data):
-        raise UserError(f"{path} is a TensorFlow GANformer pickle; importing TF checkpoints is not supported yet")
+    if isinstance(data, tuple) and len(data) >= 3 and all(isinstance(x, TFNetworkStub) for x in data[:3]):
+        from . import official_tf
+        return official_tf.import_networks(data, Path(path).name)
     if not (isinstance(data, dict) and all(isinstance(data.get(k), ModuleStub) for k in ("G", "D", "Gs"))):
         raise UserError(f"{path} is a pickle, but not a GANformer PyTorch snapshot (expected G, D and Gs networks)")
     out: dict[str, Any] = {"extra": {"source": "official-pytorch-pickle"}}
