@@ -22,7 +22,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("mode")
     m.add_argument("--train", action="store_true", help="train a model (resumes the latest run of --expname)")
-    m.add_argument("--eval", action="store_true", help="evaluate a model (not available yet)")
+    m.add_argument("--eval", action="store_true", help="evaluate the latest snapshot of --expname, or --pretrained-pkl")
     m.add_argument("--vis", action="store_true", help="visualise a model (not available yet)")
     e = p.add_argument_group("experiment")
     e.add_argument("--expname", default="exp", help="run folder name: <result-dir>/<expname>-NNN")
@@ -60,7 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--restart", action="store_true", help="start a new run folder instead of resuming")
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--fp32", action="store_true", help="no bf16 mixed precision on the GPU")
-    t.add_argument("--metrics", default="none", help="comma-separated metrics at snapshots (none = skip)")
+    t.add_argument("--metrics", default="fid", help="comma-separated metrics (fid, kid, pr, is, ppl_wend, ...; "
+                   "none = skip), at training snapshots and with --eval")
     t.add_argument("--eval-images-num", type=int, default=50000, help="images for metrics")
     t.add_argument("--num-threads", type=int, default=4, help="data loader threads (kept for compatibility)")
     add_model_flags(p)
@@ -87,9 +88,11 @@ def main(argv=None) -> None:
     if args.train:
         from training.train_cli import train
         return train(args)
-    if args.eval or args.vis:
-        mode = "--eval" if args.eval else "--vis"
-        raise UserError(f"{mode} is not available yet in this version; see README 'Status'")
+    if args.eval:
+        from training.eval_cli import evaluate_cli
+        return evaluate_cli(args, vis_requested=False)
+    if args.vis:
+        raise UserError("--vis is not available yet in this version; see README 'Status'")
     G_cfg, D_cfg = resolve(args, args.resolution)
     G, D = Generator(G_cfg), Discriminator(D_cfg)
     print(json.dumps({"G": to_dict(G_cfg), "D": to_dict(D_cfg), "gamma": dataset_gamma(args)}, indent=1))

@@ -15,7 +15,8 @@ from conftest import REPO
 from training import snapshots
 
 TINY = ["--resolution", "16", "--channel-base", "256", "--channel-max", "16", "--batch-size", "4", "--batch-gpu", "2",
-        "--kimg-per-tick", "0.004", "--snapshot-ticks", "1", "--summarize", "False", "--latent-size", "32"]
+        "--kimg-per-tick", "0.004", "--snapshot-ticks", "1", "--summarize", "False", "--latent-size", "32",
+        "--metrics", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,24 @@ def test_kill_during_state_write_never_leaves_a_bad_file(tmp_path) -> None:
         for f in tmp_path.glob("training-state-*.safetensors"):
             nets, _, _, counters = snapshots.load_state(f)      # raises if incomplete
             assert len(nets["G"]) > 0 and "i" in counters
+
+
+def test_metrics_at_snapshots_and_eval(data_dir, tmp_path, capsys) -> None:
+    """FID during training (real TF-Inception features), then run_network.py --eval on the run."""
+    run_in_process(cli(data_dir, tmp_path, "--ganformer-default", "--components-num", "4", "--total-kimg", "0.008",
+                       "--snapshot-ticks", "2", "--metrics", "fid", "--eval-images-num", "8"))
+    run = snapshots.find_runs(tmp_path, "t")[-1]
+    lines = (run / "metric-fid.txt").read_text().splitlines()
+    assert len(lines) == 1 and "fid" in lines[0]
+    stats = [l for l in (run / "stats.jsonl").read_text().splitlines() if "Metrics/fid" in l]
+    assert len(stats) == 1
+    base = ["--eval", "--expname", "t", "--result-dir", str(tmp_path), "--dataset", "scenes", "--data-dir", str(data_dir)]
+    run_in_process(base + ["--metrics", "fid,kid", "--eval-images-num", "8"])
+    assert len((run / "metric-fid.txt").read_text().splitlines()) == 2
+    assert (run / "metric-kid.txt").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_in_process(base + ["--metrics", "fid", "--eval-images-num", "1000"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--eval-images-num" in err[0]

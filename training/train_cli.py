@@ -38,7 +38,8 @@ def _check(args: argparse.Namespace) -> list[int]:
         raise UserError(f"--batch-size {args.batch_size} must split evenly over {n} processes "
                         f"and into chunks of --batch-gpu {args.batch_gpu}")
     if args.metrics not in ("none", ""):
-        print(f"note: metrics at snapshots are not wired into training yet; ignoring --metrics {args.metrics}")
+        from metrics.metric_main import parse_metric_names
+        parse_metric_names(args.metrics)           # unknown names fail now, not at the first snapshot
     return gpus
 
 
@@ -65,7 +66,22 @@ def _options(args: argparse.Namespace, run_dir: Path, world: int) -> TrainOption
                         kimg_per_tick=args.kimg_per_tick, snapshot_ticks=args.snapshot_ticks, g_lr=args.g_lr,
                         d_lr=args.d_lr, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, seed=args.seed, mixed_precision=not args.fp32,
                         truncation_psi=args.truncation_psi, keep_samples=args.keep_samples,
-                        summarize=args.summarize, last_snapshots=args.last_snapshots, loss=loss)
+                        summarize=args.summarize, last_snapshots=args.last_snapshots, loss=loss,
+                        metrics=args.metrics or "none", eval_images_num=args.eval_images_num)
+
+
+def _metrics_callback(opts: TrainOptions, d: Dist, device: torch.device):
+    """Rank 0 evaluates G_ema at each snapshot; returns None when no metrics are asked for."""
+    if not d.is_main or opts.metrics in ("none", ""):
+        return None
+    from .dataset import load_dataset
+    from .evaluate import evaluate
+    dataset = load_dataset(opts.data_dir, opts.dataset, resolution=opts.resolution, auto_scenes=False)
+    num = min(opts.eval_images_num, len(dataset))
+    if num < opts.eval_images_num:
+        print(f"note: the dataset has {len(dataset)} images; metrics use {num} (--eval-images-num {opts.eval_images_num})")
+    return lambda G, kimg: evaluate(G, opts.metrics, dataset, num, device, opts.run_dir,
+                                    snapshot=f"network-snapshot-{int(kimg):06d}", progress=False)
 
 
 def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optional[str],
@@ -88,7 +104,7 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
             if key in nets:
                 ours.load_state_dict(nets[key].state_dict())
         G_ema = nets.get("G_ema")
-    trainer = Trainer(opts, G, D, d, device, G_ema=G_ema)
+    trainer = Trainer(opts, G, D, d, device, G_ema=G_ema, evaluate=_metrics_callback(opts, d, device))
     if resume:
         trainer.load_state(Path(resume))
         trainer.log(f"resumed from {resume} at {trainer.cur_nimg / 1000:.1f} kimg")

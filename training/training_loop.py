@@ -52,6 +52,8 @@ class TrainOptions:
     last_snapshots: int = 10
     grid_size: tuple = (3, 2)             # Sample grid columns x rows.
     blending_alpha: float = 0.3
+    metrics: str = "none"                 # Comma-separated metrics at snapshots.
+    eval_images_num: int = 50000          # Fakes (and at most this many reals) per metric evaluation.
     loss: LossConfig = field(default_factory=LossConfig)
 
 
