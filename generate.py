@@ -3,11 +3,15 @@
 
 Example:
   python generate.py --model results/exp-000/network-snapshot-000100.safetensors \\
-      --output-dir images --images-num 32 --truncation-psi 0.7
+      --output-dir images --images-num 32 --truncation-psi 0.7 [--attention] [--class 3]
+
+--latents / --latents-w also take the per-sample .npy folders that run_network.py --vis-latents writes.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,8 +19,9 @@ from tqdm import tqdm
 
 from dnnlib.util import UserError, cli_main
 from training.checkpoint import load_generator
-from training.sampling import (batches, crop_ratio, load_latents, parse_seeds, pick_device, save_npy, save_png,
+from training.sampling import (crop_ratio, load_latents, parse_seeds, pick_device, save_npy, save_png,
                                to_uint8, z_from_seeds)
+from training.visualize import attention_images, has_attention, synthesize
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,8 +37,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=1.0, help="crop the output to height/width = ratio "
                    "(CLEVR 0.75, Bedrooms 188/256, Cityscapes 0.5, FFHQ 1.0)")
     p.add_argument("--seeds", default=None, help="latent seeds, e.g. '0-7' or '1,5,9' (overrides --images-num)")
-    p.add_argument("--latents", default=None, metavar="FILE",
-                   help="z vectors (.npy, or .pt with a tensor or a dict key 'z'), one image per row")
+    p.add_argument("--latents", default=None, metavar="PATH",
+                   help="z vectors (.npy, or .pt with a tensor or a dict key 'z'), one image per row; "
+                        "or a folder of per-sample .npy files (run_network.py --vis-latents: latents-z/)")
+    p.add_argument("--latents-w", default=None, metavar="PATH",
+                   help="w vectors [N, K+1, d] (file or folder, e.g. latents-w/), used as they are: "
+                        "no mapping, no truncation, no --class")
+    p.add_argument("--class", dest="class_idx", type=int, default=None, metavar="C",
+                   help="class index for a conditional model")
+    p.add_argument("--attention", nargs="?", const="hard", default=None, choices=["hard", "soft"],
+                   help="also save each image's last-layer attention map blended with it (hard = argmax "
+                        "colours, soft = probability-weighted) to <output-dir>/attention/")
+    p.add_argument("--blending-alpha", type=float, default=0.3, help="image weight in the --attention blend")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"], help="per-layer noise")
     p.add_argument("--save-npy", default=None, metavar="FILE",
                    help="also save the raw float32 generator output (NCHW, before clipping) as .npy")
@@ -41,37 +56,100 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> None:
+def read_latents(path: str, k: int, dim: int) -> tuple[torch.Tensor, list[str]]:
+    """Latents [N, k, dim] and one output name per row, from a file (also one sample [k, dim]) or a folder."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.npy"))
+        if not files:
+            raise UserError(f"no .npy files in {p}")
+        try:
+            rows = [np.load(f, allow_pickle=False).reshape(-1, k, dim) for f in files]
+        except (ValueError, OSError) as e:
+            raise UserError(f"latents in {p} are not [{k}, {dim}] per file: {e}") from None
+        z = torch.from_numpy(np.concatenate(rows)).float()
+        if len(z) != len(files) or not torch.isfinite(z).all():
+            raise UserError(f"latents in {p} must hold one finite [{k}, {dim}] array per file")
+        return z, [f"sample_{f.stem}.png" for f in files]
+    if p.suffix == ".npy" and p.is_file():
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        if tuple(arr.shape) == (k, dim):          # one sample, as --vis-latents writes it
+            z = torch.from_numpy(np.array(arr, np.float32))[None]
+            if not torch.isfinite(z).all():
+                raise UserError(f"latents in {p} contain NaN or Inf")
+            return z, [f"sample_{p.stem}.png"]
+    z = load_latents(p, k, dim)
+    return z, [f"sample_{i:06d}.png" for i in range(len(z))]
+
+
+def class_labels(G: torch.nn.Module, class_idx: Optional[int], n: int, device: torch.device) -> Optional[torch.Tensor]:
+    """One-hot labels [n, c_dim] for --class, or None for an unconditional model."""
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise UserError("--class given, but this model is unconditional")
+        return None
+    if class_idx is None:
+        raise UserError(f"this model is conditional: pass --class (0..{G.c_dim - 1})")
+    if not 0 <= class_idx < G.c_dim:
+        raise UserError(f"--class must be in 0..{G.c_dim - 1}, got {class_idx}")
+    return torch.nn.functional.one_hot(torch.full([n], class_idx), G.c_dim).float().to(device)
+
+
+def check_args(args: argparse.Namespace) -> None:
     if args.images_num < 1:
         raise UserError("--images-num must be >= 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     if not 0 < args.ratio <= 1:
         raise UserError(f"--ratio must be in (0, 1], got {args.ratio}")
+    if not 0 <= args.blending_alpha <= 1:
+        raise UserError(f"--blending-alpha must be in [0, 1], got {args.blending_alpha}")
+    if args.latents and args.latents_w:
+        raise UserError("pass --latents or --latents-w, not both")
+
+
+def run(args: argparse.Namespace) -> None:
+    check_args(args)
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.images_num))
     device = pick_device(args.gpus)
     G = load_generator(args.model, device)
-    if G.c_dim > 0:
-        raise UserError("this model is conditional (needs class labels), which generate.py does not support yet")
-    if args.latents:
-        z_all = load_latents(args.latents, G.k, G.z_dim)
-        names = [f"sample_{i:06d}.png" for i in range(len(z_all))]
+    from_w = bool(args.latents_w)
+    if from_w:
+        rows, names = read_latents(args.latents_w, G.k, G.w_dim)
+    elif args.latents:
+        rows, names = read_latents(args.latents, G.k, G.z_dim)
     else:
-        z_all = z_from_seeds(seeds, G.k, G.z_dim)
+        rows = z_from_seeds(seeds, G.k, G.z_dim)
         names = [f"seed{s:06d}.png" for s in seeds]
+    c_all = None if from_w else class_labels(G, args.class_idx, len(rows), device)
+    if args.attention and not has_attention(G):
+        raise UserError("--attention: this model has no attention layers")
 
     raw = []
     done = 0
     torch.manual_seed(0)   # noise_mode=random stays reproducible run to run
-    with torch.no_grad(), tqdm(total=len(z_all), desc="generating", unit="img") as bar:
-        for z in batches(z_all, args.batch_size):
-            img = G(z.to(device), truncation_psi=args.truncation_psi, noise_mode=args.noise_mode)
+    with torch.no_grad(), tqdm(total=len(rows), desc="generating", unit="img") as bar:
+        for i in range(0, len(rows), args.batch_size):
+            sl = slice(i, i + args.batch_size)
+            if from_w:
+                # A saved w is one slot (all slots are equal without style mixing): repeat it over the layers.
+                ws = rows[sl].unsqueeze(2).repeat(1, 1, G.num_ws, 1).to(device)
+                img, maps, _ = synthesize(G, ws=ws, noise_mode=args.noise_mode)
+            else:
+                c = None if c_all is None else c_all[sl]
+                img, maps, _ = synthesize(G, z=rows[sl].to(device), c=c, truncation_psi=args.truncation_psi,
+                                          noise_mode=args.noise_mode)
             if args.save_npy:
                 raw.append(img.float().cpu().numpy())
-            for arr in to_uint8(img).cpu().numpy():
+            overlay = None
+            if args.attention:
+                overlay = attention_images(img, maps[-1], alpha=args.blending_alpha)[f"{args.attention}_blend"].cpu()
+            for j, arr in enumerate(to_uint8(img).cpu().numpy()):
                 save_png(crop_ratio(arr, args.ratio), f"{args.output_dir}/{names[done]}")
+                if overlay is not None:
+                    save_png(crop_ratio(overlay[j].numpy(), args.ratio), f"{args.output_dir}/attention/{names[done]}")
                 done += 1
-            bar.update(len(z))
+            bar.update(len(img))
     if args.save_npy:
         save_npy(np.concatenate(raw).astype(np.float32), args.save_npy)
     print(f"wrote {done} images to {args.output_dir}" + (f" and raw output to {args.save_npy}" if args.save_npy else ""))

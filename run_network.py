@@ -14,6 +14,7 @@ import torch
 from dnnlib.util import UserError, cli_main
 from training.config import to_dict
 from training.networks import Discriminator, Generator
+from training.vis_cli import add_vis_flags
 from training.options import add_model_flags, dataset_gamma, mirror_default, resolve, str2bool
 
 
@@ -23,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     m = p.add_argument_group("mode")
     m.add_argument("--train", action="store_true", help="train a model (resumes the latest run of --expname)")
     m.add_argument("--eval", action="store_true", help="evaluate the latest snapshot of --expname, or --pretrained-pkl")
-    m.add_argument("--vis", action="store_true", help="visualise a model (not available yet)")
+    m.add_argument("--vis", action="store_true", help="visualisations only (the --vis-* options; all defaults if none)")
     e = p.add_argument_group("experiment")
     e.add_argument("--expname", default="exp", help="run folder name: <result-dir>/<expname>-NNN")
     e.add_argument("--dataset", default=None, help="dataset name (a folder under --data-dir)")
@@ -65,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--eval-images-num", type=int, default=50000, help="images for metrics")
     t.add_argument("--num-threads", type=int, default=4, help="data loader threads (kept for compatibility)")
     add_model_flags(p)
+    add_vis_flags(p)
     return p.parse_args(argv)
 
 
@@ -88,11 +90,12 @@ def main(argv=None) -> None:
     if args.train:
         from training.train_cli import train
         return train(args)
-    if args.eval:
+    if args.eval or args.vis:
         from training.eval_cli import evaluate_cli
-        return evaluate_cli(args, vis_requested=False)
-    if args.vis:
-        raise UserError("--vis is not available yet in this version; see README 'Status'")
+        vis = args.vis or any(v for k, v in vars(args).items() if k.startswith("vis_") and v is True)
+        if args.vis and not args.eval:
+            args.metrics = "none"          # --vis alone: visualisations only
+        return evaluate_cli(args, vis_requested=vis)
     G_cfg, D_cfg = resolve(args, args.resolution)
     G, D = Generator(G_cfg), Discriminator(D_cfg)
     print(json.dumps({"G": to_dict(G_cfg), "D": to_dict(D_cfg), "gamma": dataset_gamma(args)}, indent=1))

@@ -96,3 +96,88 @@ def test_bad_reference_folder_and_latents(tmp_path) -> None:
     assert_one_line_error(generate("--model", str(folder), "--latents", str(z)), "[N, 1, 128]")
     (folder / "D_state.pt").unlink()
     assert_one_line_error(generate("--model", str(folder)), "missing D_state.pt")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and much faster when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_ganformer_checkpoint(path, **overrides):
+    from training.checkpoint import save_checkpoint
+    from training.config import generator_preset
+    from training.networks import Generator
+
+    torch.manual_seed(0)
+    G = Generator(generator_preset("GANformer", resolution=16, latent_size=32, components_num=4,
+                                   **{"synthesis.channel_base": 256, "synthesis.channel_max": 32}, **overrides))
+    save_checkpoint(path, {"G_ema": G})
+    return path
+
+
+def pngs(folder) -> dict:
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def test_vis_latents_feed_generate(tmp_path, one_thread) -> None:
+    """z and w saved by --vis-latents regenerate the --vis-images samples, as folders or single files."""
+    import argparse
+    from training.checkpoint import load_generator
+    from training.vis_cli import add_vis_flags, run_visualizations
+
+    model = tiny_ganformer_checkpoint(tmp_path / "net.safetensors")
+    p = argparse.ArgumentParser()
+    add_vis_flags(p)
+    args = p.parse_args(["--vis-images", "--vis-latents", "--vis-num", "3"])
+    args.truncation_psi = 0.6
+    vis = tmp_path / "visuals"
+    run_visualizations(args, load_generator(model), vis, "cpu")
+    want = {f"sample_{k}": v for k, v in pngs(vis / "images").items()}
+    generate_in_process("--model", str(model), "--latents", str(vis / "latents-z"), "--truncation-psi", "0.6",
+                        "--output-dir", str(tmp_path / "z"))
+    generate_in_process("--model", str(model), "--latents-w", str(vis / "latents-w"),
+                        "--output-dir", str(tmp_path / "w"))
+    generate_in_process("--model", str(model), "--latents", str(vis / "latents-z" / "000001.npy"),
+                        "--truncation-psi", "0.6", "--output-dir", str(tmp_path / "one"))
+    for got in (pngs(tmp_path / "z"), pngs(tmp_path / "w")):
+        assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert np.array_equal(pngs(tmp_path / "one")["sample_000001.png"], want["sample_000001.png"])
+
+
+def test_class_and_attention_overlay(tmp_path, one_thread, capsys) -> None:
+    model = tiny_ganformer_checkpoint(tmp_path / "cond.safetensors", c_dim=3)
+    for cls in ("0", "2"):
+        generate_in_process("--model", str(model), "--seeds", "0-2", "--class", cls, "--attention", "--batch-size", "2",
+                            "--ratio", "0.75", "--output-dir", str(tmp_path / cls))
+    a, b = pngs(tmp_path / "0"), pngs(tmp_path / "2")
+    assert list(a) == ["seed000000.png", "seed000001.png", "seed000002.png"]
+    assert not np.array_equal(a["seed000000.png"], b["seed000000.png"])           # the class matters
+    overlays = pngs(tmp_path / "0" / "attention")
+    assert overlays.keys() == a.keys() and overlays["seed000001.png"].shape == (12, 16, 3)
+    assert not np.array_equal(overlays["seed000001.png"], a["seed000001.png"])
+    for argv, needle in ((["--class", "3"], "--class must be in 0..2"), ([], "pass --class")):
+        with pytest.raises(SystemExit):
+            generate_in_process("--model", str(model), "--images-num", "1", "--output-dir", str(tmp_path / "x"), *argv)
+        assert needle in capsys.readouterr().err
+    plain = tmp_path / "plain.safetensors"
+    from training.checkpoint import save_checkpoint
+    from training.config import generator_preset
+    from training.networks import Generator
+    save_checkpoint(plain, {"G_ema": Generator(generator_preset("StyleGAN2", resolution=16, latent_size=16, **{
+        "synthesis.channel_base": 128, "synthesis.channel_max": 16}))})
+    for argv, needle in ((["--class", "1"], "unconditional"), (["--attention"], "no attention layers")):
+        with pytest.raises(SystemExit):
+            generate_in_process("--model", str(plain), "--images-num", "1", "--output-dir", str(tmp_path / "y"), *argv)
+        assert needle in capsys.readouterr().err
+
+
+@needs_ref
+def test_reference_folder_attention_overlay(tmp_path, one_thread) -> None:
+    generate_in_process("--model", str(REF_PT / "A_ganformer_default_32"), "--images-num", "2", "--attention", "soft",
+                        "--output-dir", str(tmp_path))
+    overlays = pngs(tmp_path / "attention")
+    assert list(overlays) == ["seed000000.png", "seed000001.png"] and overlays["seed000000.png"].shape == (32, 32, 3)

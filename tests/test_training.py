@@ -136,6 +136,11 @@ def test_metrics_at_snapshots_and_eval(data_dir, tmp_path, capsys) -> None:
     run_in_process(base + ["--metrics", "fid,kid", "--eval-images-num", "8"])
     assert len((run / "metric-fid.txt").read_text().splitlines()) == 2
     assert (run / "metric-kid.txt").exists()
+    run_in_process(base + ["--metrics", "none", "--vis-maps", "--vis-images", "--vis-num", "2"])
+    assert len(list((run / "visuals" / "maps").glob("*.png"))) == 2
+    assert len(list((run / "visuals" / "images").glob("*.png"))) == 2
+    from training.checkpoint import load_generator
+    assert load_generator(run).img_resolution == 16          # a run folder means its latest snapshot
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_in_process(base + ["--metrics", "fid", "--eval-images-num", "1000"])

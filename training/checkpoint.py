@@ -112,7 +112,7 @@ def load_networks(source: str | os.PathLike) -> dict[str, Any]:
     from .importers import official_pt
 
     if path.is_dir():
-        if official_pt.is_reference_folder(path) or (path / "config.json").exists():
+        if official_pt.looks_like_reference_folder(path):
             nets = official_pt.load_reference_folder(path)
             return {"G": nets["G"], "D": nets["D"], "G_ema": nets["G"], "extra": {"source": "official-pytorch-folder"}}
         snap = latest_snapshot(path)

@@ -168,3 +168,14 @@ def load_reference_folder(folder: str | Path, overrides: bool = False) -> dict[s
 def is_reference_folder(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "config.json").is_file() and (p / "G_state.pt").exists()
+
+
+def looks_like_reference_folder(path: str | Path) -> bool:
+    """A folder meant as a reference model (possibly incomplete), not one of our run folders."""
+    p = Path(path)
+    if (p / "G_state.pt").exists() or (p / "D_state.pt").exists():
+        return True
+    try:
+        return "G_kwargs" in json.loads((p / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False

@@ -1,0 +1,195 @@
+"""The seed's --vis-* flags and the step that computes the requested visualisations and saves them.
+
+Layout under `out_dir` (run_network.py passes `<run>/visuals`), sample i being seed i as in
+`generate.py --seeds i`:
+
+  images/%06d.png                    samples (truncation psi, constant noise)
+  latents-z/%06d.npy, latents-w/%06d.npy   z [K+1, d] and w (slot 0, after truncation) [K+1, d]
+  maps/, softmaps/, blends/, softblends/%06d.png   last attention layer, head 0: hard, soft, blends
+  layer_maps/%06d/l{layer}_h{head}.png         hard maps of every layer and head (first --vis-rich-num)
+  interpolations-{z,w}/%06d.png, .gif          strip and animation (first --vis-rich-num samples)
+  noise-variance.png                 gray-value std over 100 noise draws of sample 0, x4
+  layer-mixing.png, component-mixing.png      mixing tables of samples 0-3 (columns) and 4-5 (rows)
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dnnlib.util import UserError, atomic_path
+from .sampling import crop_ratio, save_npy, save_png, z_from_seeds
+from .visualize import (MIX_COLS, MIX_ROWS, has_attention, interpolations, labels_for, noise_std,
+                        noise_variance_image, sample_visuals, strip, style_mixing)
+
+# flag attribute -> what it produces; the order is the order of work.
+VIS_TYPES = {
+    "vis_images": "images", "vis_latents": "latents", "vis_maps": "maps", "vis_layer_maps": "layer_maps",
+    "vis_interpolations": "interpolations", "vis_noise_var": "noise_var", "vis_style_mix": "style_mix",
+}
+DEFAULT_TYPES = ("images", "latents", "maps", "interpolations", "noise_var")   # the seed's set for a bare --vis
+OUTPUTS = {
+    "images": ["images"], "latents": ["latents-z", "latents-w"], "maps": ["maps", "softmaps", "blends", "softblends"],
+    "layer_maps": ["layer_maps"], "interpolations": ["interpolations-z", "interpolations-w"],
+    "noise_var": ["noise-variance.png"], "style_mix": ["layer-mixing.png", "component-mixing.png"],
+}
+MAP_DIRS = {"hard": "maps", "soft": "softmaps", "hard_blend": "blends", "soft_blend": "softblends"}
+INTERP_SEED_OFFSET = 1_000_000     # far end of interpolation i is seed offset + i (never a sample's own seed)
+NOISE_SAMPLES = 100
+GIF_FRAME_MS = 100
+
+
+def add_vis_flags(parser: argparse.ArgumentParser) -> None:
+    """The seed's visualisation flags (run_network.py already has --truncation-psi and --keep-samples)."""
+    g = parser.add_argument_group("visualisation")
+    g.add_argument("--vis-images", action="store_true", help="save image samples")
+    g.add_argument("--vis-latents", action="store_true", help="save z and w of each sample as .npy")
+    g.add_argument("--vis-maps", action="store_true", help="save soft and hard attention maps of the last layer "
+                   "and their blends with the image")
+    g.add_argument("--vis-layer-maps", action="store_true", help="save hard attention maps of every layer and head")
+    g.add_argument("--vis-interpolations", action="store_true", help="slerp in z and lerp in w: PNG strips and GIFs")
+    g.add_argument("--vis-noise-var", action="store_true", help="per-pixel variation caused by the local noise")
+    g.add_argument("--vis-style-mix", action="store_true", help="layer-mixing and component-mixing tables")
+    g.add_argument("--blending-alpha", type=float, default=0.3, help="image weight in map blends")
+    g.add_argument("--interpolation-density", type=int, default=8, help="frames per interpolation (end points incl.)")
+    g.add_argument("--vis-num", type=int, default=100, help="number of samples")
+    g.add_argument("--vis-rich-num", type=int, default=5,
+                   help="samples that also get layer maps and interpolations")
+    g.add_argument("--vis-section-size", type=int, default=100, help="latents drawn at once (memory bound)")
+    g.add_argument("--vis-batch-size", type=int, default=None,
+                   help="images per forward pass (default: --batch-gpu, else 8)")
+
+
+def selected_types(args: argparse.Namespace) -> list[str]:
+    """Requested visualisations; a bare --vis (no --vis-* flag) gives the seed's default set."""
+    chosen = [name for flag, name in VIS_TYPES.items() if getattr(args, flag, False)]
+    if not chosen and getattr(args, "vis", False):
+        chosen = list(DEFAULT_TYPES)
+    return chosen
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """Validated settings from the flags (one-line errors)."""
+    from .options import dataset_ratio
+    batch = args.vis_batch_size or getattr(args, "batch_gpu", None) or 8
+    o = dict(num=args.vis_num, rich=min(args.vis_rich_num, args.vis_num), section=args.vis_section_size,
+             batch=batch, alpha=args.blending_alpha, density=args.interpolation_density,
+             psi=getattr(args, "truncation_psi", 0.75), ratio=dataset_ratio(args),
+             keep=getattr(args, "keep_samples", True))
+    if o["num"] < 1 or o["section"] < 1 or o["batch"] < 1 or args.vis_rich_num < 0:
+        raise UserError("--vis-num, --vis-section-size and --vis-batch-size must be >= 1, --vis-rich-num >= 0")
+    if not 0 <= o["alpha"] <= 1:
+        raise UserError(f"--blending-alpha must be in [0, 1], got {o['alpha']}")
+    if o["density"] < 2:
+        raise UserError(f"--interpolation-density must be >= 2, got {o['density']}")
+    if not 0 < o["ratio"] <= 1:
+        raise UserError(f"--ratio must be in (0, 1], got {o['ratio']}")
+    return o
+
+
+def save_gif(frames: torch.Tensor, path: str | Path, frame_ms: int = GIF_FRAME_MS) -> None:
+    """uint8 [T, H, W, 3] -> looping animated GIF, written atomically."""
+    import PIL.Image
+
+    images = [PIL.Image.fromarray(f) for f in frames.numpy()]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+
+
+def _crop(images: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Crop every image of a uint8 NHWC batch to height/width = ratio (the seed's --ratio)."""
+    return torch.from_numpy(np.stack([crop_ratio(im, ratio) for im in images.numpy()]))
+
+
+def run_visualizations(args: argparse.Namespace, G: torch.nn.Module, out_dir: str | Path,
+                       device: torch.device | str) -> dict[str, Path]:
+    """Compute the requested visualisations of G in batches and save them under out_dir.
+
+    Returns {type: where its files are}. The generator must be in eval mode on `device`.
+    """
+    types = selected_types(args)
+    if not types:
+        return {}
+    o, out_dir = _options(args), Path(out_dir)
+    has_att = has_attention(G)
+    for t in ("maps", "layer_maps"):
+        if t in types and not has_att:
+            print(f"note: the model has no attention layers; skipping --vis-{t.replace('_', '-')}")
+            types.remove(t)
+    if not o["keep"]:
+        for t in types:
+            for name in OUTPUTS[t]:
+                p = out_dir / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+    G = G.eval()
+    if {"images", "latents", "maps", "layer_maps"} & set(types):
+        _samples(G, types, o, out_dir, device)
+    if "interpolations" in types:
+        _interpolations(G, o, out_dir, device)
+    if "noise_var" in types:
+        z = z_from_seeds([0], G.k, G.z_dim)[0]
+        std = noise_std(G, z, labels_for(G, [0], device), o["psi"], NOISE_SAMPLES, o["batch"])
+        save_png(crop_ratio(noise_variance_image(std).numpy(), o["ratio"]), out_dir / "noise-variance.png")
+    if "style_mix" in types:
+        n = MIX_COLS + MIX_ROWS
+        tables = style_mixing(G, z_from_seeds(range(n), G.k, G.z_dim), labels_for(G, range(n), device), o["psi"],
+                              o["batch"])
+        for kind, table in tables.items():
+            save_png(table.numpy(), out_dir / f"{kind}-mixing.png")
+    where = {t: out_dir / OUTPUTS[t][0] for t in types}
+    print(f"visualisations ({', '.join(types)}) written to {out_dir}")
+    return where
+
+
+def _samples(G: torch.nn.Module, types: list[str], o: dict, out_dir: Path, device: torch.device | str) -> None:
+    """Images, latents, last-layer maps and layer maps, section by section and batch by batch."""
+    want_maps = "maps" in types
+    with tqdm(total=o["num"], desc="visualising", unit="img") as bar:
+        for s0 in range(0, o["num"], o["section"]):
+            seeds = list(range(s0, min(s0 + o["section"], o["num"])))
+            z_section = z_from_seeds(seeds, G.k, G.z_dim)
+            for b0 in range(0, len(seeds), o["batch"]):
+                idx = seeds[b0:b0 + o["batch"]]
+                rich = max(0, min(len(idx), o["rich"] - idx[0])) if "layer_maps" in types else 0
+                out = sample_visuals(G, z_section[b0:b0 + len(idx)].to(device), labels_for(G, idx, device),
+                                     o["psi"], alpha=o["alpha"], maps=want_maps, rich=rich)
+                _save_samples(out, idx, types, o["ratio"], out_dir)
+                bar.update(len(idx))
+
+
+def _save_samples(out: dict, idx: list[int], types: list[str], ratio: float, out_dir: Path) -> None:
+    """Write one batch of sample_visuals() output."""
+    if "images" in types:
+        for i, im in zip(idx, _crop(out["images"], ratio).numpy()):
+            save_png(im, out_dir / "images" / f"{i:06d}.png")
+    if "latents" in types:
+        for i, z, w in zip(idx, out["z"].numpy(), out["w"].numpy()):
+            save_npy(z.astype(np.float32), out_dir / "latents-z" / f"{i:06d}.npy")
+            save_npy(w.astype(np.float32), out_dir / "latents-w" / f"{i:06d}.npy")
+    for key, folder in MAP_DIRS.items():
+        if "maps" in out:
+            for i, im in zip(idx, _crop(out["maps"][key], ratio).numpy()):
+                save_png(im, out_dir / folder / f"{i:06d}.png")
+    for name, maps in out.get("layer_maps", {}).items():
+        for i, im in zip(idx, _crop(maps, ratio).numpy()):
+            save_png(im, out_dir / "layer_maps" / f"{i:06d}" / f"{name}.png")
+
+
+def _interpolations(G: torch.nn.Module, o: dict, out_dir: Path, device: torch.device | str) -> None:
+    """Sample i to a random far end (seed INTERP_SEED_OFFSET + i) for the first --vis-rich-num samples."""
+    for i in tqdm(range(o["rich"]), desc="interpolations", unit="pair"):
+        z = z_from_seeds([i, INTERP_SEED_OFFSET + i], G.k, G.z_dim)
+        c: Optional[torch.Tensor] = labels_for(G, [i], device)
+        frames = interpolations(G, z[0], z[1], c, o["psi"], o["density"], o["batch"])
+        for space, f in frames.items():
+            f = _crop(f, o["ratio"])
+            save_png(strip(f), out_dir / f"interpolations-{space}" / f"{i:06d}.png")
+            save_gif(f, out_dir / f"interpolations-{space}" / f"{i:06d}.gif")
