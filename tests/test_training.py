@@ -147,3 +147,32 @@ def test_metrics_at_snapshots_and_eval(data_dir, tmp_path, capsys) -> None:
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--eval-images-num" in err[0]
+
+
+def test_fine_tune_from_tf_pickle(tmp_path) -> None:
+    """--pretrained-pkl with an original TF snapshot: G, D and G_ema start from it and train."""
+    from conftest import REF_TF
+    pkl = REF_TF / "A_ganformer_default_32" / "network-snapshot-000000.pkl"
+    if not pkl.exists():
+        pytest.skip(f"TF reference data not found at {REF_TF}")
+    from training.checkpoint import load_networks
+    from training.dataset_writer import write_scenes
+    write_scenes(tmp_path / "data" / "scenes", resolution=32, count=16, workers=1, progress=False)
+    run_in_process(["--train", "--dataset", "scenes", "--data-dir", str(tmp_path / "data"), "--result-dir",
+                    str(tmp_path), "--expname", "t", "--pretrained-pkl", str(pkl), "--batch-size", "4",
+                    "--batch-gpu", "4", "--total-kimg", "0.008", "--kimg-per-tick", "0.004", "--summarize", "False",
+                    "--metrics", "none"])
+    tf = load_networks(pkl)
+    state = final_state(tmp_path)
+    assert state["counters"]["cur_nimg"] == 8
+    G_sd = state["nets"]["G"]
+    moved = [k for k, v in tf["G"].state_dict().items() if not torch.equal(v, G_sd[k])]
+    assert set(G_sd) == set(tf["G"].state_dict()) and moved          # same architecture, weights trained
+    ema = state["nets"]["G_ema"]
+    start = tf["G_ema"].state_dict()
+    # after 2 steps the EMA is still almost exactly the imported Gs (not G)
+    differ = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, tf["G"].state_dict()[k])
+              and "w_avg" not in k]
+    assert differ
+    for k in differ:
+        assert (ema[k] - start[k]).abs().max() < (ema[k] - tf["G"].state_dict()[k]).abs().max(), k

@@ -111,13 +111,28 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
     trainer.run()
 
 
+def _pretrained_configs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Fine-tuning keeps the architecture of the model it starts from (ours, official PyTorch or TF)."""
+    from .checkpoint import load_networks
+    nets = load_networks(args.pretrained_pkl)
+    G = nets.get("G") or nets.get("G_ema")
+    if G is None or "D" not in nets:
+        raise UserError(f"{args.pretrained_pkl} has no generator and discriminator to fine-tune "
+                        f"(a release snapshot with G_ema only can be sampled, not trained)")
+    if G.img_resolution != args.resolution:
+        print(f"note: training at the pretrained model's resolution {G.img_resolution}")
+        args.resolution = G.img_resolution
+    return to_dict(G.cfg), to_dict(nets["D"].cfg)
+
+
 def train(args: argparse.Namespace) -> None:
     gpus = _check(args)
     tr = from_torchrun()
-    manifest = _prepare_dataset(args) if tr is None or tr.is_main else None
-    world = tr.world_size if tr else max(1, len(gpus))
     runs = snapshots.find_runs(args.result_dir, args.expname)
     resume = snapshots.latest_state(runs[-1]) if runs and not args.restart else None
+    pretrained = _pretrained_configs(args) if args.pretrained_pkl and not resume else None
+    manifest = _prepare_dataset(args) if tr is None or tr.is_main else None
+    world = tr.world_size if tr else max(1, len(gpus))
     if resume:
         run_dir = runs[-1]
         _, configs, _, _ = snapshots.load_state(resume)
@@ -125,8 +140,11 @@ def train(args: argparse.Namespace) -> None:
     else:
         run_dir = snapshots.new_run_dir(args.result_dir, args.expname) if (tr is None or tr.is_main) else None
         c_dim = len((manifest or {}).get("class_names") or []) if (manifest or {}).get("labels") else 0
-        G_obj, D_obj = resolve(args, args.resolution, c_dim=c_dim)
-        G_cfg, D_cfg = to_dict(G_obj), to_dict(D_obj)
+        if pretrained:
+            G_cfg, D_cfg = pretrained
+        else:
+            G_obj, D_obj = resolve(args, args.resolution, c_dim=c_dim)
+            G_cfg, D_cfg = to_dict(G_obj), to_dict(D_obj)
         D_cfg["mbstd_group_size"] = min(D_cfg["mbstd_group_size"] or 4, args.batch_gpu)
     opts = _options(args, run_dir, world)
     if tr is None or tr.is_main:
