@@ -98,15 +98,6 @@ def test_bad_reference_folder_and_latents(tmp_path) -> None:
     assert_one_line_error(generate("--model", str(folder)), "missing D_state.pt")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread, and much faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_ganformer_checkpoint(path, **overrides):
     from training.checkpoint import save_checkpoint
     from training.config import generator_preset

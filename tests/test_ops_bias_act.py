@@ -88,15 +88,6 @@ def test_dtype_and_shape_preserved() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Gradients.
-@pytest.fixture
-def one_thread():
-    """Tiny float64 gradchecks gain nothing from threads and stall on busy machines; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def _inputs_away_from_kinks(act: str, clamp: float | None, gain: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Small float64 x, b with x + b away from 0 and |y| away from clamp, so finite differences are smooth."""

@@ -82,15 +82,6 @@ def test_upsample_matches_upsample2d_then_conv() -> None:
     torch.testing.assert_close(got, want)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny float64 gradchecks gain nothing from threads and stall on busy machines; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("k,up,down,groups", [(3, 2, 1, 1), (3, 1, 2, 2), (1, 2, 1, 1), (1, 1, 2, 1), (3, 2, 2, 1)])
 def test_gradcheck(k, up, down, groups, one_thread) -> None:
     f = upfirdn2d.setup_filter([1, 3, 3, 1])

@@ -191,15 +191,6 @@ def test_box_filters_match_pooling_and_nearest() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Gradients (float64) and errors.
-@pytest.fixture
-def one_thread():
-    """Tiny float64 gradchecks gain nothing from threads and stall on busy machines; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 @pytest.mark.parametrize(
     "taps,kw",
