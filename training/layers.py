@@ -44,7 +44,7 @@ class FullyConnected(nn.Module):
         self.in_features, self.out_features, self.act = in_features, out_features, act
         self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lrmul)
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = gain * lrmul / math.sqrt(in_features)
+        self.weight_gain = gain / math.sqrt(in_features) * lrmul   # this rounding order matches the official code
         self.bias_gain = lrmul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
