@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
 
-from dnnlib.util import UserError, cli_main
+from dnnlib.util import cli_main
 from training.config import to_dict
 from training.networks import Discriminator, Generator
 from training.vis_cli import add_vis_flags
-from training.options import add_model_flags, dataset_gamma, mirror_default, resolve, str2bool
+from training.options import add_model_flags, dataset_gamma, resolve, str2bool
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,7 +9,6 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as Fn
 from torch import nn
 
 from .config import AttentionConfig

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from dnnlib.util import UserError, atomic_path
+from dnnlib.util import atomic_path
 from .checkpoint import read_safetensors, save_checkpoint
 from .config import to_dict
 

@@ -3,19 +3,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from dnnlib.util import UserError
 from . import snapshots
-from .config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
 from .dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
 from .distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
 from .loss import GANLoss, LossConfig
@@ -76,7 +72,8 @@ class Trainer:
         self.log = log if d.is_main else (lambda *_: None)
         self.G, self.D = G.to(device).train(), D.to(device).train()
         self.G_ema = (G_ema if G_ema is not None else copy.deepcopy(G)).to(device).eval().requires_grad_(False)
-        sync_params(self.G, d.world_size), sync_params(self.D, d.world_size), sync_params(self.G_ema, d.world_size)
+        for net in (self.G, self.D, self.G_ema):
+            sync_params(net, d.world_size)
         self.opt_G = make_optimizer(self.G, opts.g_lr, opts.g_reg_interval)
         self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval)
         use_bf16 = opts.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -140,7 +137,8 @@ class Trainer:
         self._phase(self.D, self.opt_D, self.loss.d_main, list(zip(r_chunks, c_chunks, rz())), 1.0)
         if o.loss.r1_gamma > 0 and self.step % o.d_reg_interval == 0:
             self._phase(self.D, self.opt_D, self.loss.d_r1, list(zip(r_chunks, c_chunks)), o.d_reg_interval)
-        average_buffer(G.mapping.w_avg, self.d.world_size) if hasattr(G.mapping, "w_avg") else None
+        if hasattr(G.mapping, "w_avg"):
+            average_buffer(G.mapping.w_avg, self.d.world_size)   # keep the tracked average identical on all ranks
         self.update_ema()
         self.cur_nimg += o.batch_size
         self.step += 1
