@@ -19,7 +19,7 @@ def _source(args: argparse.Namespace) -> tuple[str, Path, str]:
     for run in reversed(runs):
         snap = latest_snapshot(run)
         if snap is not None:
-            return str(snap), run, snap.name
+            return str(snap), run, snap.stem     # the name training uses in metric-<name>.txt
     raise UserError(f"nothing to evaluate: no network snapshots in {args.result_dir}/{args.expname}-*; "
                     f"train first, or pass --pretrained-pkl")
 

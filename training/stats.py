@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .data_sources import encode_varint, masked_crc
+from .data_sources import encode_varint, frame_records
 
 
 class StatsCollector:
@@ -72,8 +72,7 @@ def _event(step: int, summary_values: list[bytes] = (), file_version: Optional[s
 
 
 def _record(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
+    return frame_records([data])
 
 
 class TensorBoardWriter:
