@@ -51,6 +51,11 @@ def test_baselines(baseline, check) -> None:
     (["--components-num", "4"], "--transformer"),
     (["--ganformer-default", "--latent-size", "100"], "not divisible"),
     (["--ganformer-default", "--num-heads", "3"], "--num-heads"),
+    (["--baseline", "kGAN", "--transformer"], "k-GAN"),
+    (["--ganformer-default", "--g-start-res", "6", "--g-end-res", "3"], "no attention layer"),
+    (["--ganformer-default", "--pos-dim", "6"], "--pos-dim"),
+    (["--baseline", "SAGAN", "--g-img2img", "9"], "--g-img2img"),
+    (["--ganformer-default", "--img2ltnt"], "k-means"),
 ])
 def test_bad_flag_combinations(argv, needle) -> None:
     with pytest.raises(UserError, match=needle):

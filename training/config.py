@@ -53,6 +53,9 @@ class AttentionConfig:
         if self.img2ltnt and self.kmeans:
             raise UserError("true duplex attention (img2ltnt) compares positions with the updated latents as keys; "
                             "turn k-means off (--kmeans False) to use it")
+        if self.pos_dim is not None and self.pos_dim % (2 * self.pos_directions_num):
+            raise UserError(f"--pos-dim {self.pos_dim} must be divisible by 2 x --pos-directions-num "
+                            f"({2 * self.pos_directions_num})")
         if not 0 <= self.attention_dropout < 1:
             raise UserError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
 
@@ -132,6 +135,17 @@ class GeneratorConfig:
             raise UserError("the transformer needs --components-num >= 1")
         if self.mapping.ltnt2ltnt and self.components_num < 1:
             raise UserError("--mapping-ltnt2ltnt needs --components-num >= 1")
+        syn, log2_res = self.synthesis, r.bit_length() - 1
+        if syn.kgan and (syn.transformer or self.components_num < 2):
+            raise UserError("k-GAN needs --components-num >= 2 and no --transformer")
+        if syn.transformer and not any(syn.start_res <= l < syn.end_res for l in range(2, log2_res + 1)):
+            raise UserError(f"--g-start-res {syn.start_res} / --g-end-res {syn.end_res} leave no attention layer "
+                            f"at resolution {r} (attention runs where start <= log2(res) < end)")
+        if syn.img2img_res and not 2 <= syn.img2img_res <= log2_res:
+            raise UserError(f"--g-img2img {syn.img2img_res} is outside the generator's resolutions 4..{r} (log2 2..{log2_res})")
+        if syn.transformer and syn.attention.pos_dim is None and self.z_dim % (2 * syn.attention.pos_directions_num):
+            raise UserError(f"the grid encoding width (the latent size per component, {self.z_dim}) must be divisible by "
+                            f"{2 * syn.attention.pos_directions_num}; set --pos-dim")
         self.synthesis.validate()
 
 
