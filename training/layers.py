@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -171,17 +171,3 @@ def upsample_image(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 def downsample_image(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return upfirdn2d.downsample2d(img, f)
-
-
-def crop_rows(x: torch.Tensor, ratio: Optional[float]) -> torch.Tensor:
-    """Keep the centred rows of an NCHW tensor so that height/width = ratio (None = keep all)."""
-    if ratio is None or ratio >= 1:
-        return x
-    h = x.shape[-2]
-    keep = int(round(x.shape[-1] * ratio))
-    start = (h - keep) // 2
-    return x[..., start:start + keep, :]
-
-
-def num_params(module: nn.Module, names: Sequence[str] = ()) -> int:
-    return sum(p.numel() for n, p in module.named_parameters() if not names or any(s in n for s in names))

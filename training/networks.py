@@ -6,12 +6,12 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .config import DiscriminatorConfig, GeneratorConfig
+from .config import GeneratorConfig
 from .discriminator import Discriminator
 from .mapping import MappingNetwork
 from .synthesis import SynthesisNetwork, stack_attention_maps
 
-__all__ = ["Generator", "Discriminator", "build_generator", "build_discriminator"]
+__all__ = ["Generator", "Discriminator"]
 
 
 class Generator(nn.Module):
@@ -74,15 +74,3 @@ class Generator(nn.Module):
         if return_ws:
             out += (ws,)
         return out
-
-    def attention_maps(self, ws: torch.Tensor, noise_mode: str = "const") -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Image and per-layer attention maps at their own resolution: [B, N, K, r, r] each."""
-        return self.synthesis(ws, pos=self.pos, noise_mode=noise_mode)
-
-
-def build_generator(cfg: GeneratorConfig) -> Generator:
-    return Generator(cfg)
-
-
-def build_discriminator(cfg: DiscriminatorConfig) -> Discriminator:
-    return Discriminator(cfg)

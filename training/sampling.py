@@ -19,9 +19,8 @@ def parse_seeds(text: str) -> list[int]:
             part = part.strip()
             if not part:
                 continue
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                a, b = int(lo), int(hi)
+            if "-" in part[1:]:                     # a range; a leading '-' is a (rejected) negative seed
+                a, b = (int(v) for v in part.split("-", 1))
                 if b < a:
                     raise ValueError
                 seeds.extend(range(a, b + 1))

@@ -84,7 +84,7 @@ def _metrics_callback(opts: TrainOptions, d: Dist, device: torch.device):
 
 
 def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optional[str],
-            pretrained: Optional[str], gpus: list[int]) -> None:
+            pretrained: Optional[dict], gpus: list[int]) -> None:
     if torch.cuda.is_available():
         device = torch.device("cuda", gpus[d.local_rank] if d.local_rank < len(gpus) else d.local_rank)
         torch.cuda.set_device(device)
@@ -97,12 +97,10 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
     D = Discriminator(from_dict(DiscriminatorConfig, D_cfg))
     G_ema = None
     if pretrained and not resume:
-        from .checkpoint import load_networks
-        nets = load_networks(pretrained)
-        for ours, key in ((G, "G"), (D, "D")):
-            if key in nets:
-                ours.load_state_dict(nets[key].state_dict())
-        G_ema = nets.get("G_ema")
+        G.load_state_dict(pretrained["G"])
+        D.load_state_dict(pretrained["D"])
+        G_ema = Generator(from_dict(GeneratorConfig, G_cfg))
+        G_ema.load_state_dict(pretrained["G_ema"])
     trainer = Trainer(opts, G, D, d, device, G_ema=G_ema, evaluate=_metrics_callback(opts, d, device))
     if resume:
         trainer.load_state(Path(resume))
@@ -110,8 +108,9 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
     trainer.run()
 
 
-def _pretrained_configs(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Fine-tuning keeps the architecture of the model it starts from (ours, official PyTorch or TF)."""
+def _load_pretrained(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """(G config, D config, state dicts of G, D, G_ema): fine-tuning keeps the architecture of the model it
+    starts from (ours, official PyTorch or TF). Loaded once here and handed to every process."""
     from .checkpoint import load_networks
     nets = load_networks(args.pretrained_pkl)
     G = nets.get("G") or nets.get("G_ema")
@@ -121,7 +120,9 @@ def _pretrained_configs(args: argparse.Namespace) -> tuple[dict, dict]:
     if G.img_resolution != args.resolution:
         print(f"note: training at the pretrained model's resolution {G.img_resolution}")
         args.resolution = G.img_resolution
-    return to_dict(G.cfg), to_dict(nets["D"].cfg)
+    G_ema = nets.get("G_ema") or G
+    states = {"G": G.state_dict(), "D": nets["D"].state_dict(), "G_ema": G_ema.state_dict()}
+    return to_dict(G.cfg), to_dict(nets["D"].cfg), states
 
 
 def train(args: argparse.Namespace) -> None:
@@ -129,7 +130,7 @@ def train(args: argparse.Namespace) -> None:
     tr = from_torchrun()
     runs = snapshots.find_runs(args.result_dir, args.expname)
     resume = snapshots.latest_state(runs[-1]) if runs and not args.restart else None
-    pretrained = _pretrained_configs(args) if args.pretrained_pkl and not resume else None
+    pretrained = _load_pretrained(args) if args.pretrained_pkl and not resume else None
     manifest = _prepare_dataset(args) if tr is None or tr.is_main else None
     world = tr.world_size if tr else max(1, len(gpus))
     if resume:
@@ -140,7 +141,7 @@ def train(args: argparse.Namespace) -> None:
         run_dir = snapshots.new_run_dir(args.result_dir, args.expname) if (tr is None or tr.is_main) else None
         c_dim = len((manifest or {}).get("class_names") or []) if (manifest or {}).get("labels") else 0
         if pretrained:
-            G_cfg, D_cfg = pretrained
+            G_cfg, D_cfg = pretrained[:2]
         else:
             G_obj, D_obj = resolve(args, args.resolution, c_dim=c_dim)
             G_cfg, D_cfg = to_dict(G_obj), to_dict(D_obj)
@@ -151,9 +152,9 @@ def train(args: argparse.Namespace) -> None:
             json.dump({"args": vars(args), "G": G_cfg, "D": D_cfg, "train": to_dict(opts)}, f, indent=1, default=str)
         print(f"run folder: {run_dir}" + (f" (resuming {Path(resume).name})" if resume else ""))
     if tr is not None:
-        _worker(tr, opts, G_cfg, D_cfg, str(resume) if resume else None, args.pretrained_pkl, gpus)
+        _worker(tr, opts, G_cfg, D_cfg, str(resume) if resume else None, pretrained and pretrained[2], gpus)
         return
     if world > 1 and not torch.cuda.is_available():
         print(f"note: no CUDA GPU; running {world} CPU processes (gloo)")
-    launch(_worker, world, (opts, G_cfg, D_cfg, str(resume) if resume else None, args.pretrained_pkl, gpus),
+    launch(_worker, world, (opts, G_cfg, D_cfg, str(resume) if resume else None, pretrained and pretrained[2], gpus),
            backend="nccl" if torch.cuda.is_available() else "gloo")

@@ -18,7 +18,7 @@ from .loss import GANLoss, LossConfig
 from .networks import Discriminator, Generator
 from .sampling import save_png, to_uint8, z_from_seeds
 from .stats import JsonlWriter, StatsCollector, TensorBoardWriter
-from .visualize import attention_images, image_grid
+from .visualize import attention_images, image_grid, labels_for
 
 
 @dataclass
@@ -162,9 +162,7 @@ class Trainer:
         o, G = self.opts, self.G_ema
         cols, rows = o.grid_size
         z = z_from_seeds(range(cols * rows), G.k, G.z_dim).to(self.device)
-        c = torch.zeros([z.shape[0], G.c_dim], device=self.device) if G.c_dim else None
-        if c is not None:
-            c[torch.arange(z.shape[0]), torch.arange(z.shape[0]) % G.c_dim] = 1
+        c = labels_for(G, range(z.shape[0]), self.device)
         ws = G.mapping(z, c, pos=G.pos, truncation_psi=o.truncation_psi)
         img, maps = G.synthesis(ws, pos=G.pos, noise_mode="const")
         tag = f"{self.cur_nimg // 1000:06d}" if o.keep_samples else "latest"

@@ -165,11 +165,6 @@ def load_reference_folder(folder: str | Path, overrides: bool = False) -> dict[s
                 config=raw)
 
 
-def is_reference_folder(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "config.json").is_file() and (p / "G_state.pt").exists()
-
-
 def looks_like_reference_folder(path: str | Path) -> bool:
     """A folder meant as a reference model (possibly incomplete), not one of our run folders."""
     p = Path(path)
