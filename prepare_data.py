@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from dnnlib.util import UserError, cli_main
-from training import catalog, data_sources
-from training.dataset_writer import convert, load_labels_file, write_scenes
-from training.scenes import SCENES_DEFAULT_IMAGES
+from training.data import catalog, sources
+from training.data.writer import convert, load_labels_file, write_scenes
+from training.data.scenes import SCENES_DEFAULT_IMAGES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--task", dest="tasks", action="append", metavar="NAME", help="name of a new dataset")
     g.add_argument("--images-dir", help="source: a folder of images (searched recursively), a .npy/.hdf5 "
                    "file, an LMDB folder, a folder of .tfrecords files, or a tfds dataset name")
-    g.add_argument("--format", choices=data_sources.FORMATS, default=None,
+    g.add_argument("--format", choices=sources.FORMATS, default=None,
                    help="source format (default: guessed from --images-dir)")
     g.add_argument("--ratio", type=float, default=1.0,
                    help="crop images to this height/width before padding to a square (default: %(default)s)")
@@ -117,7 +117,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         return catalog.prepare(catalog.CATALOG[task], args.data_dir, max_images=args.max_images,
                                shards_num=args.shards_num, workers=args.workers, force=args.force)
     fmt = args.format if args.format else guess_format(args.images_dir)
-    source = data_sources.open_source(fmt, args.images_dir, tfds_dir=Path(args.data_dir) / ".tfds")
+    source = sources.open_source(fmt, args.images_dir, tfds_dir=Path(args.data_dir) / ".tfds")
     labels = load_labels_file(args.labels) if args.labels else None
     return convert(source, root, name=task, ratio=args.ratio, resolution=args.resolution, max_images=args.max_images,
                    shards_num=args.shards_num, labels=labels, workers=args.workers, force=args.force)

@@ -11,7 +11,7 @@ import json
 
 
 from dnnlib.util import cli_main
-from training.config import to_dict
+from training.networks.config import to_dict
 from training.networks import Discriminator, Generator
 from training.vis_cli import add_vis_flags
 from training.options import add_model_flags, dataset_gamma, resolve, str2bool

@@ -6,8 +6,8 @@ Writes a synthetic dataset (random pixels; the loader never decodes, so content 
 at 64x64 and 256x256 to a temporary folder, reads it once to warm the page cache, then times
 random batches (mirror augmentation on) through three paths:
   direct      ImageDataset.get_batch(indices) on the training thread
-  prefetch    training.dataset.iterate_batches (a background thread gathers ahead)
-  loader_wN   training.dataset.make_loader: a DataLoader of whole batches, N worker processes
+  prefetch    training.data.dataset.iterate_batches (a background thread gathers ahead)
+  loader_wN   training.data.dataset.make_loader: a DataLoader of whole batches, N worker processes
   dataloader  a plain DataLoader(dataset, batch_size=32, sampler=InfiniteSampler), item collation
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.dataset import ImageDataset, InfiniteSampler, iterate_batches, make_loader
-from training.dataset_writer import DatasetWriter
+from training.data.dataset import ImageDataset, InfiniteSampler, iterate_batches, make_loader
+from training.data.writer import DatasetWriter
 
 BATCH = 32
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.config import DiscriminatorConfig, generator_preset  # noqa: E402
+from training.networks.config import DiscriminatorConfig, generator_preset  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
 from training.training_loop import Trainer, TrainOptions  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 from conftest import REF_PT
 from dnnlib.util import UserError
 from training.checkpoint import latest_snapshot, load_networks, save_checkpoint
-from training.config import DiscriminatorConfig, generator_preset
+from training.networks.config import DiscriminatorConfig, generator_preset
 from training.importers import safe_pickle
 from training.networks import Discriminator, Generator
 

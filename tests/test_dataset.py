@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dnnlib.util import UserError
-from training import dataset_writer as dw
-from training.dataset import (
+from training.data import writer as dw
+from training.data.dataset import (
     ImageDataset,
     InfiniteSampler,
     ensure_scenes,

@@ -19,8 +19,8 @@ import pytest
 import prepare_data
 from dnnlib import download as dl
 from dnnlib.util import UserError
-from training import catalog, data_sources
-from training.dataset import ImageDataset
+from training.data import catalog, sources
+from training.data.dataset import ImageDataset
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -195,9 +195,9 @@ def _tfrecords_files(prefix, arrays, shards):
     files = {}
     for r, imgs in ((3, arrays), (2, arrays[:, ::2, ::2])):     # two LODs, the reader keeps r03
         for s in range(shards):
-            recs = [data_sources.encode_example({"shape": [3, *a.shape[:2]], "data": [a.transpose(2, 0, 1).tobytes()]})
+            recs = [sources.encode_example({"shape": [3, *a.shape[:2]], "data": [a.transpose(2, 0, 1).tobytes()]})
                     for a in imgs[s::shards]]
-            files[f"{prefix}-r{r:02d}.tfrecords{s + 1}of{shards}"] = data_sources.frame_records(recs)
+            files[f"{prefix}-r{r:02d}.tfrecords{s + 1}of{shards}"] = sources.frame_records(recs)
     return files
 
 

@@ -54,7 +54,7 @@ def test_reference_images_through_cli(tmp_path, folder: str) -> None:
 
 def test_own_checkpoint_seeds_ratio_and_determinism(tmp_path) -> None:
     from training.checkpoint import save_checkpoint
-    from training.config import generator_preset
+    from training.networks.config import generator_preset
     from training.networks import Generator
 
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def test_bad_reference_folder_and_latents(tmp_path) -> None:
 
 def tiny_ganformer_checkpoint(path, **overrides):
     from training.checkpoint import save_checkpoint
-    from training.config import generator_preset
+    from training.networks.config import generator_preset
     from training.networks import Generator
 
     torch.manual_seed(0)
@@ -156,7 +156,7 @@ def test_class_and_attention_overlay(tmp_path, one_thread, capsys) -> None:
         assert needle in capsys.readouterr().err
     plain = tmp_path / "plain.safetensors"
     from training.checkpoint import save_checkpoint
-    from training.config import generator_preset
+    from training.networks.config import generator_preset
     from training.networks import Generator
     save_checkpoint(plain, {"G_ema": Generator(generator_preset("StyleGAN2", resolution=16, latent_size=16, **{
         "synthesis.channel_base": 128, "synthesis.channel_max": 16}))})

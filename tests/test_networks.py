@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from training.config import DiscriminatorConfig, generator_preset
+from training.networks.config import DiscriminatorConfig, generator_preset
 from training.networks import Discriminator, Generator
 
 TINY = {"synthesis.channel_base": 256, "synthesis.channel_max": 32}

@@ -10,9 +10,9 @@ import PIL.Image
 import pytest
 
 import prepare_data
-from training import data_sources, dataset_writer
-from training.dataset import ImageDataset
-from training.preprocess import Preprocessor
+from training.data import sources, writer as dataset_writer
+from training.data.dataset import ImageDataset
+from training.data.preprocess import Preprocessor
 
 REPO = prepare_data.__file__.rsplit("/", 1)[0]
 
@@ -154,7 +154,7 @@ def test_lmdb_round_trip(tmp_path):
     assert run("--task", "l", "--images-dir", tmp_path / "db", "--format", "lmdb", "--data-dir", tmp_path / "d") == 0
     images, _, m = _stored(tmp_path / "d", "l")
     assert np.array_equal(images, arrs.transpose(0, 3, 1, 2)) and m["skipped"] == {"not an image": 1}
-    keys = [i.key for i in data_sources.LmdbSource(tmp_path / "db").items(2)]      # resume position
+    keys = [i.key for i in sources.LmdbSource(tmp_path / "db").items(2)]      # resume position
     assert keys == [f"{2:040x}", "zzz"]
 
 
@@ -165,10 +165,10 @@ def make_tfrecords(folder, prefix, arrays, shards=2, lods=True):
     levels = [(res, arrays)] + ([(res // 2, arrays[:, ::2, ::2])] if lods else [])
     for r, imgs in levels:
         for s in range(shards):
-            recs = [data_sources.encode_example({"shape": list(a.transpose(2, 0, 1).shape),
+            recs = [sources.encode_example({"shape": list(a.transpose(2, 0, 1).shape),
                                                  "data": [a.transpose(2, 0, 1).tobytes()]}) for a in imgs[s::shards]]
             name = f"{prefix}-r{int(np.log2(r)):02d}.tfrecords{s + 1}of{shards}"
-            data_sources.write_records(folder / name, recs)
+            sources.write_records(folder / name, recs)
 
 
 def test_tfrecords_round_trip_without_tensorflow(tmp_path):
@@ -179,7 +179,7 @@ def test_tfrecords_round_trip_without_tensorflow(tmp_path):
     order = [0, 2, 4, 1, 3]                 # shard 1 holds images 0, 2, 4; shard 2 holds 1, 3
     assert np.array_equal(images, arrs[order].transpose(0, 3, 1, 2)) and m["source"]["records"] == 5
     # Protobuf details: negative int64, packed and unpacked forms parse.
-    ex = data_sources.parse_example(data_sources.encode_example({"shape": [-1, 2], "data": [b"ab"]}))
+    ex = sources.parse_example(sources.encode_example({"shape": [-1, 2], "data": [b"ab"]}))
     assert ex == {"shape": [-1, 2], "data": [b"ab"]}
     # A truncated file: the damaged record is skipped and counted.
     f = tmp_path / "tf" / "toy-r03.tfrecords1of2"

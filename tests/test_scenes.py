@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from training import scenes
-from training.dataset import ImageDataset
-from training.dataset_writer import write_scenes
+from training.data import scenes
+from training.data.dataset import ImageDataset
+from training.data.writer import write_scenes
 
 
 def test_scene_sampling_is_deterministic_and_valid():

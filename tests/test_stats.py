@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 
-from training.data_sources import read_records
+from training.data.sources import read_records
 from training.stats import StatsCollector, TensorBoardWriter
 
 

@@ -21,7 +21,7 @@ TINY = ["--resolution", "16", "--channel-base", "256", "--channel-max", "16", "-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from training.dataset_writer import write_scenes
+    from training.data.writer import write_scenes
     root = tmp_path_factory.mktemp("data")
     write_scenes(root / "scenes", resolution=16, count=64, workers=1, progress=False)
     return root
@@ -105,7 +105,7 @@ def test_kill_during_state_write_never_leaves_a_bad_file(tmp_path) -> None:
     script = (
         "import sys, torch; sys.path.insert(0, %r)\n"
         "from training import snapshots\n"
-        "from training.config import generator_preset\n"
+        "from training.networks.config import generator_preset\n"
         "from training.networks import Generator\n"
         "G = Generator(generator_preset('StyleGAN2', resolution=64))\n"
         "opt = torch.optim.Adam(G.parameters())\n"
@@ -156,7 +156,7 @@ def test_fine_tune_from_tf_pickle(tmp_path) -> None:
     if not pkl.exists():
         pytest.skip(f"TF reference data not found at {REF_TF}")
     from training.checkpoint import load_networks
-    from training.dataset_writer import write_scenes
+    from training.data.writer import write_scenes
     write_scenes(tmp_path / "data" / "scenes", resolution=32, count=16, workers=1, progress=False)
     run_in_process(["--train", "--dataset", "scenes", "--data-dir", str(tmp_path / "data"), "--result-dir",
                     str(tmp_path), "--expname", "t", "--pretrained-pkl", str(pkl), "--batch-size", "4",

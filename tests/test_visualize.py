@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.config import generator_preset
+from training.networks.config import generator_preset
 from training.networks import Generator
 from training.sampling import to_uint8, z_from_seeds
 from training.vis_cli import add_vis_flags, run_visualizations
@@ -171,7 +171,7 @@ def test_every_option_writes_its_files(G, tmp_path: Path) -> None:
 
 
 def test_defaults_skips_and_keep_samples(tmp_path: Path) -> None:
-    from training.config import generator_preset as preset
+    from training.networks.config import generator_preset as preset
     torch.manual_seed(0)
     G2 = Generator(preset("StyleGAN2", resolution=R, latent_size=16, **{"synthesis.channel_base": 128,
                                                                         "synthesis.channel_max": 16})).eval()

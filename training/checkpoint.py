@@ -16,8 +16,8 @@ from typing import Any, Mapping, Optional
 import torch
 
 from dnnlib.util import UserError, atomic_path
-from .config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
-from .networks import Discriminator, Generator
+from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
+from training.networks import Discriminator, Generator
 
 FORMAT = "ganformer-pytorch"
 FORMAT_VERSION = 1
@@ -104,12 +104,12 @@ def load_networks(source: str | os.PathLike) -> dict[str, Any]:
     """
     source = str(source)
     if source.startswith("gdrive:"):
-        from .importers import pretrained, safe_pickle
+        from training.importers import pretrained, safe_pickle
         return safe_pickle.load_pickle_networks(pretrained.fetch(source))
     path = Path(source)
     if not path.exists():
         raise UserError(f"model not found: {source}")
-    from .importers import official_pt
+    from training.importers import official_pt
 
     if path.is_dir():
         if official_pt.looks_like_reference_folder(path):
@@ -120,7 +120,7 @@ def load_networks(source: str | os.PathLike) -> dict[str, Any]:
             raise UserError(f"{source} is a folder with neither a reference model nor network snapshots")
         path = snap
     if path.suffix == ".pkl":
-        from .importers import safe_pickle
+        from training.importers import safe_pickle
         return safe_pickle.load_pickle_networks(path)
     if path.suffix != ".safetensors":
         raise UserError(f"unrecognised model file {source} (expected .safetensors, .pkl or a folder)")

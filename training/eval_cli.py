@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 
 from dnnlib.util import UserError
-from . import snapshots
-from .checkpoint import latest_snapshot, load_generator
-from .sampling import pick_device
+from training import snapshots
+from training.checkpoint import latest_snapshot, load_generator
+from training.sampling import pick_device
 
 
 def _source(args: argparse.Namespace) -> tuple[str, Path, str]:
@@ -38,10 +38,10 @@ def evaluate_cli(args: argparse.Namespace, vis_requested: bool) -> None:
     G = load_generator(source, device)
     print(f"evaluating {source} -> {out_dir}")
     if metrics != "none":
-        from .dataset import load_dataset
-        from .evaluate import evaluate
+        from training.data.dataset import load_dataset
+        from training.evaluate import evaluate
         dataset = load_dataset(args.data_dir, args.dataset, resolution=G.img_resolution)
         evaluate(G, metrics, dataset, args.eval_images_num, device, out_dir, snapshot=name)
     if vis_requested:
-        from .vis_cli import run_visualizations
+        from training.vis_cli import run_visualizations
         run_visualizations(args, G, out_dir / "visuals", device)

@@ -9,8 +9,8 @@ import torch
 from dnnlib.util import UserError
 from metrics import metric_main
 from metrics.metric_utils import ImageSource
-from .dataset import ImageDataset
-from .networks import Generator
+from training.data.dataset import ImageDataset
+from training.networks import Generator
 
 
 def dataset_source(dataset: ImageDataset, batch_size: int = 64) -> ImageSource:

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as Fn
 
-from .networks import Discriminator, Generator
+from training.networks import Discriminator, Generator
 
 G_LOSSES = ("logistic_ns", "logistic", "hinge", "wgan")
 D_LOSSES = ("logistic", "hinge", "wgan")

@@ -9,7 +9,7 @@ import argparse
 from typing import Any, Optional
 
 from dnnlib.util import UserError
-from .config import (AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig,
+from training.networks.config import (AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig,
                      channels_at)
 
 DATASET_GAMMA = {"ffhq": 10, "cityscapes": 20, "clevr": 40, "bedrooms": 100}

@@ -15,8 +15,8 @@ from typing import Any, Optional
 import torch
 
 from dnnlib.util import atomic_path
-from .checkpoint import read_safetensors, save_checkpoint
-from .config import to_dict
+from training.checkpoint import read_safetensors, save_checkpoint
+from training.networks.config import to_dict
 
 STATE_RE = re.compile(r"training-state-(\d+)\.safetensors$")
 RUN_RE = re.compile(r"^(.*)-(\d{3,})$")

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .data_sources import encode_varint, frame_records
+from training.data.sources import encode_varint, frame_records
 
 
 class StatsCollector:

@@ -9,14 +9,14 @@ from typing import Optional
 import torch
 
 from dnnlib.util import UserError, atomic_write
-from . import snapshots
-from .config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
-from .dataset import SCENES, dataset_path, ensure_scenes, is_complete, read_manifest
-from .distributed import Dist, from_torchrun, launch
-from .loss import LossConfig
-from .networks import Discriminator, Generator
-from .options import dataset_gamma, mirror_default, resolve
-from .training_loop import Trainer, TrainOptions
+from training import snapshots
+from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
+from training.data.dataset import SCENES, dataset_path, ensure_scenes, is_complete, read_manifest
+from training.distributed import Dist, from_torchrun, launch
+from training.loss import LossConfig
+from training.networks import Discriminator, Generator
+from training.options import dataset_gamma, mirror_default, resolve
+from training.training_loop import Trainer, TrainOptions
 
 
 def _check(args: argparse.Namespace) -> list[int]:
@@ -73,8 +73,8 @@ def _metrics_callback(opts: TrainOptions, d: Dist, device: torch.device):
     """Rank 0 evaluates G_ema at each snapshot; returns None when no metrics are asked for."""
     if not d.is_main or opts.metrics in ("none", ""):
         return None
-    from .dataset import load_dataset
-    from .evaluate import evaluate
+    from training.data.dataset import load_dataset
+    from training.evaluate import evaluate
     dataset = load_dataset(opts.data_dir, opts.dataset, resolution=opts.resolution, auto_scenes=False)
     num = min(opts.eval_images_num, len(dataset))
     if num < opts.eval_images_num:
@@ -111,7 +111,7 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
 def _load_pretrained(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """(G config, D config, state dicts of G, D, G_ema): fine-tuning keeps the architecture of the model it
     starts from (ours, official PyTorch or TF). Loaded once here and handed to every process."""
-    from .checkpoint import load_networks
+    from training.checkpoint import load_networks
     nets = load_networks(args.pretrained_pkl)
     G = nets.get("G") or nets.get("G_ema")
     if G is None or "D" not in nets:

@@ -11,14 +11,14 @@ from typing import Callable, Optional
 import torch
 
 from dnnlib.util import UserError
-from . import snapshots
-from .dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
-from .distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
-from .loss import GANLoss, LossConfig
-from .networks import Discriminator, Generator
-from .sampling import save_png, to_uint8, z_from_seeds
-from .stats import JsonlWriter, StatsCollector, TensorBoardWriter
-from .visualize import attention_images, image_grid, labels_for
+from training import snapshots
+from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
+from training.distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
+from training.loss import GANLoss, LossConfig
+from training.networks import Discriminator, Generator
+from training.sampling import save_png, to_uint8, z_from_seeds
+from training.stats import JsonlWriter, StatsCollector, TensorBoardWriter
+from training.visualize import attention_images, image_grid, labels_for
 
 
 @dataclass

@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from dnnlib.util import UserError, atomic_path
-from .sampling import crop_ratio, save_npy, save_png, z_from_seeds
-from .visualize import (MIX_COLS, MIX_ROWS, has_attention, interpolations, labels_for, noise_std,
+from training.sampling import crop_ratio, save_npy, save_png, z_from_seeds
+from training.visualize import (MIX_COLS, MIX_ROWS, has_attention, interpolations, labels_for, noise_std,
                         noise_variance_image, sample_visuals, strip, style_mixing)
 
 # flag attribute -> what it produces; the order is the order of work.
@@ -75,7 +75,7 @@ def selected_types(args: argparse.Namespace) -> list[str]:
 
 def _options(args: argparse.Namespace) -> dict:
     """Validated settings from the flags (one-line errors)."""
-    from .options import dataset_ratio
+    from training.options import dataset_ratio
     batch = args.vis_batch_size or getattr(args, "batch_gpu", None) or 8
     o = dict(num=args.vis_num, rich=min(args.vis_rich_num, args.vis_num), section=args.vis_section_size,
              batch=batch, alpha=args.blending_alpha, density=args.interpolation_density,

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .sampling import to_uint8
+from training.sampling import to_uint8
 
 MIX_CUTOFFS = (2, 5, 8, 11)        # style-mix table: rows take their latent below these layer/component indices
 MIX_COLS, MIX_ROWS = 4, 2          # style-mix table: column sources x row sources

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 import torch
 
 from dnnlib.util import UserError
-from ..config import (AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig)
-from ..networks import Discriminator, Generator
+from training.networks.config import (AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig)
+from training.networks import Discriminator, Generator
 
 # Official constructor kwargs that select nothing we need to mirror (optimiser settings, unused knobs).
 _IGNORED = {"reg_interval", "opt_args", "class_name", "crop_ratio", "act", "resample_kernel", "embed_dim",

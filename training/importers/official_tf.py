@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from dnnlib.util import UserError
-from ..config import AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig
-from ..networks import Discriminator, Generator
-from .official_pt import load_into
+from training.networks.config import AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig
+from training.networks import Discriminator, Generator
+from training.importers.official_pt import load_into
 
 # Build functions of the current TF code and of the release before its renaming.
 GENERATOR_FUNCS = ("Generator", "G_GANformer")
@@ -395,7 +395,7 @@ def import_networks(data: tuple, name: str) -> dict[str, Any]:
 
 def load_tf_pickle(path: str | Path) -> dict[str, Any]:
     """Read a TF GANformer snapshot pickle (nothing in it is executed) and import its networks."""
-    from . import safe_pickle
+    from training.importers import safe_pickle
 
     data = safe_pickle.safe_load(path)
     if not (isinstance(data, tuple) and len(data) >= 3

@@ -166,11 +166,11 @@ def safe_load(path: str | Path) -> Any:
 
 def load_pickle_networks(path: str | Path) -> dict[str, Any]:
     """Load G, D and G_ema from an official GANformer snapshot pickle."""
-    from . import official_pt
+    from training.importers import official_pt
 
     data = safe_load(path)
     if isinstance(data, tuple) and len(data) >= 3 and all(isinstance(x, TFNetworkStub) for x in data[:3]):
-        from . import official_tf
+        from training.importers import official_tf
         return official_tf.import_networks(data, Path(path).name)
     if not (isinstance(data, dict) and all(isinstance(data.get(k), ModuleStub) for k in ("G", "D", "Gs"))):
         raise UserError(f"{path} is a pickle, but not a GANformer PyTorch snapshot (expected G, D and Gs networks)")
@@ -181,10 +181,10 @@ def load_pickle_networks(path: str | Path) -> dict[str, Any]:
         if not kwargs:
             raise UserError(f"{path}: network {theirs} carries no constructor arguments")
         if ours == "D":
-            from ..networks import Discriminator
+            from training.networks import Discriminator
             net: torch.nn.Module = Discriminator(official_pt.discriminator_config(kwargs))
         else:
-            from ..networks import Generator
+            from training.networks import Generator
             net = Generator(official_pt.generator_config(kwargs))
         official_pt.load_into(net, stub.tensors(), f"{Path(path).name}:{theirs}")
         out[ours] = net.eval().requires_grad_(False)

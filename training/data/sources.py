@@ -1,7 +1,7 @@
 """Readers of the input formats of `prepare_data.py --format`: png, jpg, npy, hdf5, lmdb, tfrecords, tfds.
 
 Every reader is a `Source`: a deterministic sequence of items, each with a key (used to match a
-labels file), and a payload that `training.preprocess.Preprocessor` accepts (a file path, encoded
+labels file), and a payload that `training.data.preprocess.Preprocessor` accepts (a file path, encoded
 bytes, or a pixel array [H, W(, C)]). `items(start)` resumes at a position cheaply.
 
 TFRecords (written by the TF GANformer/StyleGAN2 `dataset_tool.py`) are read without TensorFlow:

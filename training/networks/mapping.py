@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as Fn
 from torch import nn
 
-from .attention import BipartiteAttention
-from .config import AttentionConfig, MappingConfig
-from .layers import FullyConnected, normalize_2nd_moment
+from training.networks.attention import BipartiteAttention
+from training.networks.config import AttentionConfig, MappingConfig
+from training.networks.layers import FullyConnected, normalize_2nd_moment
 
 
 class ResidualUnit(nn.Module):

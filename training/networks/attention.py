@@ -11,8 +11,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .config import AttentionConfig
-from .layers import FullyConnected
+from training.networks.config import AttentionConfig
+from training.networks.layers import FullyConnected
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from dnnlib import download as dl
 from dnnlib.util import UserError
-from training import data_sources
-from training.dataset_writer import convert
+from training.data import sources
+from training.data.writer import convert
 
 GDRIVE = "https://drive.google.com/uc?id="
 
@@ -72,7 +72,7 @@ def prepare(entry: CatalogEntry, data_dir: str | os.PathLike, *, max_images: int
     """Download, verify, extract and convert one catalog dataset into `<data-dir>/<name>/`."""
     dataset_dir = Path(data_dir) / entry.name
     data = fetch(entry, dataset_dir, progress)
-    source = data_sources.LmdbSource(data) if entry.kind == "lmdb" else data_sources.TFRecordSource(data)
+    source = sources.LmdbSource(data) if entry.kind == "lmdb" else sources.TFRecordSource(data)
     if shards_num is None and max_images is None:
         shards_num = entry.shards
     # The TFRecords hold padded squares already; cropping at their ratio and padding again is the

@@ -6,10 +6,10 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .config import GeneratorConfig
-from .discriminator import Discriminator
-from .mapping import MappingNetwork
-from .synthesis import SynthesisNetwork, stack_attention_maps
+from training.networks.config import GeneratorConfig
+from training.networks.discriminator import Discriminator
+from training.networks.mapping import MappingNetwork
+from training.networks.synthesis import SynthesisNetwork, stack_attention_maps
 
 __all__ = ["Generator", "Discriminator"]
 

@@ -1,7 +1,7 @@
 """Reading prepared datasets for training: memory-mapped shards, an infinite per-rank sampler.
 
 A dataset lives in `<data-dir>/<name>/` (written by `prepare_data.py`, format described in
-`training.dataset_writer`): `manifest.json` plus `shard-*.u8` files of raw uint8 images, layout
+`training.data.writer`): `manifest.json` plus `shard-*.u8` files of raw uint8 images, layout
 CHW. Nothing is decoded on the training path; a batch is one gather from the page cache.
 
 Typical use in a training loop:
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from dnnlib.util import UserError
-from training.dataset_writer import (
+from training.data.writer import (
     MANIFEST_NAME,
     PROGRESS_NAME,
     completed_manifest,
     read_json,
 )
-from training.scenes import SCENES_DEFAULT_IMAGES
+from training.data.scenes import SCENES_DEFAULT_IMAGES
 
 SCENES = "scenes"
 
@@ -303,7 +303,7 @@ def ensure_scenes(data_dir: str | os.PathLike, resolution: int = 64, num_images:
     A complete `scenes` dataset of higher resolution is kept (the loader downsamples); a missing,
     incomplete or smaller one is (re)generated: it is deterministic and needs no download.
     """
-    from training.dataset_writer import write_scenes
+    from training.data.writer import write_scenes
     path = dataset_path(data_dir, SCENES)
     manifest = completed_manifest(path)
     if manifest is not None and manifest["resolution"] >= resolution:

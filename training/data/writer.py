@@ -1,6 +1,6 @@
 """Writing prepared datasets: raw uint8 shards plus a manifest, atomically and resumably.
 
-On-disk format (read by `training.dataset`), in `<data-dir>/<name>/`:
+On-disk format (read by `training.data.dataset`), in `<data-dir>/<name>/`:
 
 * `shard-00000.u8`, `shard-00001.u8`, ...: images back to back, each uint8 [C, R, R] (CHW, the
   layout torch uses), a fixed stride of C*R*R bytes, no header. Shards are filled in order, so
@@ -15,7 +15,7 @@ were consumed; it is rewritten atomically every few seconds. An interrupted run 
 running the same command again: bytes past the recorded point are truncated and the source is
 read on from there. A run with different inputs starts over. Output is deterministic.
 
-Also here: `convert` (any `training.data_sources` source -> dataset, with parallel decoding),
+Also here: `convert` (any `training.data.sources` source -> dataset, with parallel decoding),
 `write_scenes` (the built-in dataset) and the `--labels` file reader.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dnnlib.util import UserError, atomic_write
 
 FORMAT = "ganformer-shards"
 FORMAT_VERSION = 1
-PREPROCESSING_VERSION = 1     # bump when training.preprocess or training.scenes change their output
+PREPROCESSING_VERSION = 1     # bump when training.data.preprocess or training.data.scenes change their output
 MANIFEST_NAME = "manifest.json"
 PROGRESS_NAME = ".progress.json"
 LABELS_PART_NAME = ".labels.part"
@@ -359,7 +359,7 @@ SHARD_BYTES = 4 << 30         # default shard size when --shards-num is not give
 
 def _decode(job) -> tuple[np.ndarray | None, str | None]:
     """(image, None) or (None, reason) for one (preprocessor, payload) job."""
-    from training.preprocess import ImageSkipped
+    from training.data.preprocess import ImageSkipped
     preprocessor, payload = job
     try:
         return preprocessor(payload), None
@@ -371,7 +371,7 @@ def _decode(job) -> tuple[np.ndarray | None, str | None]:
 
 def _probe(source, ratio: float | None, limit: int = 1000) -> tuple[int, int]:
     """(side of the padded square, natural channel count) of the first decodable item."""
-    from training.preprocess import (
+    from training.data.preprocess import (
         ImageSkipped,
         Preprocessor,
         natural_channels,
@@ -441,7 +441,7 @@ def convert(source, root: str | os.PathLike, *,
     """Preprocess every item of `source` into a dataset in `root`; return a summary dict."""
     from tqdm import tqdm
 
-    from training.preprocess import Preprocessor, nearest_power_of_two
+    from training.data.preprocess import Preprocessor, nearest_power_of_two
     t0 = time.time()
     capacity = min(len(source), max_images or len(source))
     if capacity < 1:
@@ -512,7 +512,7 @@ def write_scenes(root: str | os.PathLike, *, resolution: int = 64, count: int = 
     """Render the built-in `scenes` dataset into `root` (resumable like `convert`); return a summary."""
     from tqdm import tqdm
 
-    from training import scenes
+    from training.data import scenes
     t0 = time.time()
     if resolution < 4 or resolution & (resolution - 1):
         raise UserError(f"--resolution must be a power of two >= 4, got {resolution}")

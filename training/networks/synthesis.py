@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from dnnlib.ops import bias_act, conv2d_resample
-from .attention import BipartiteAttention, GridEncoding
-from .config import AttentionConfig, SynthesisConfig, channels_at
-from .layers import (SQRT2, Conv2dLayer, FullyConnected, ToRGB, modulated_conv2d, resample_filter_buffer,
+from training.networks.attention import BipartiteAttention, GridEncoding
+from training.networks.config import AttentionConfig, SynthesisConfig, channels_at
+from training.networks.layers import (SQRT2, Conv2dLayer, FullyConnected, ToRGB, modulated_conv2d, resample_filter_buffer,
                      upsample_image)
 
 

@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .config import DiscriminatorConfig, channels_at
-from .layers import Conv2dLayer, FullyConnected, MinibatchStd, downsample_image, resample_filter_buffer
+from training.networks.config import DiscriminatorConfig, channels_at
+from training.networks.layers import Conv2dLayer, FullyConnected, MinibatchStd, downsample_image, resample_filter_buffer
 
 
 class DiscriminatorBlock(nn.Module):
