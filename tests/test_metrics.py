@@ -28,20 +28,35 @@ def _stats(x: np.ndarray, **kwargs) -> FeatureStats:
 # ----------------------------------------------------------------------------------------------
 # FID
 
-def _fid_scipy(x: np.ndarray, y: np.ndarray) -> float:
-    """Independent reference: numpy mean/cov and scipy's matrix square root."""
-    mu1, mu2 = x.mean(0), y.mean(0)
-    s1, s2 = np.cov(x.astype(np.float64), rowvar=False), np.cov(y.astype(np.float64), rowvar=False)
+def _fid_direct(x: np.ndarray, y: np.ndarray, ddof: int = 0) -> float:
+    """Independent reference: the formula written out, covariance sum_i (x_i - mu)(x_i - mu)^T / (N - ddof)
+    as explicit loops over rows, and scipy's matrix square root."""
+    def mean_cov(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = v.astype(np.float64)
+        mu = v.sum(0) / len(v)
+        cov = sum(np.outer(row - mu, row - mu) for row in v) / (len(v) - ddof)
+        return mu, cov
+    (mu1, s1), (mu2, s2) = mean_cov(x), mean_cov(y)
     root = scipy.linalg.sqrtm(s1 @ s2)
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(root).real)
 
 
 @pytest.mark.parametrize("method", ["sqrtm", "eigh"])
 @pytest.mark.parametrize("n", [40, 300])
-def test_fid_matches_scipy(method: str, n: int) -> None:
+def test_fid_matches_direct_formula(method: str, n: int) -> None:
     x, y = _features(n, 24, 0), _features(n + 7, 24, 1, scale=1.3, shift=0.2)
-    ours = fid.compute_fid(_stats(x, capture_mean_cov=True), _stats(y, capture_mean_cov=True), method=method)
-    assert ours == pytest.approx(_fid_scipy(x, y), rel=1e-6, abs=1e-6)
+    for kwargs in (dict(capture_mean_cov=True), dict(capture_all=True)):
+        ours = fid.compute_fid(_stats(x, **kwargs), _stats(y, **kwargs), method=method)
+        assert ours == pytest.approx(_fid_direct(x, y), rel=1e-6, abs=1e-6)
+
+
+def test_fid_covariance_divides_by_n_not_n_minus_1() -> None:
+    # As NVIDIA's FID code (and the papers' tables): the N - 1 (np.cov) variant must not pass.
+    x, y = _features(40, 24, 0), _features(47, 24, 1, scale=1.3, shift=0.2)
+    ours = fid.compute_fid(_stats(x, capture_mean_cov=True), _stats(y, capture_mean_cov=True))
+    by_n, by_n_minus_1 = _fid_direct(x, y, ddof=0), _fid_direct(x, y, ddof=1)
+    assert abs(by_n - by_n_minus_1) > 1e3 * abs(ours - by_n), (ours, by_n, by_n_minus_1)
+    assert ours != pytest.approx(by_n_minus_1, rel=1e-3)
 
 
 def test_fid_low_rank_methods_agree() -> None:
@@ -68,7 +83,7 @@ def test_feature_stats_mean_cov_and_roundtrip(tmp_path) -> None:
         st = _stats(x, **kwargs)
         mean, cov = st.get_mean_cov()
         np.testing.assert_allclose(mean, x.astype(np.float64).mean(0), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(cov, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(cov, np.cov(x.astype(np.float64), rowvar=False, bias=True), rtol=1e-8, atol=1e-12)
         st.save(tmp_path / "s.npz")
         back = FeatureStats.load(tmp_path / "s.npz")
         assert back.num_items == 50 and back.dim == 8
