@@ -3,6 +3,7 @@
   python prepare_data.py --scenes --resolution 64 --max-images 2000     # built-in, no download
   python prepare_data.py --ffhq --cityscapes --clevr --bedrooms --max-images 100000
   python prepare_data.py --task NAME --images-dir DIR --format png --ratio 0.7 --shards-num 5
+  python prepare_data.py --scenes --preview        # also write <data-dir>/scenes/preview.png (a grid)
 
 An interrupted run leaves no dataset that training would accept; run the same command again to
 finish it. Unreadable images are skipped and counted in the summary.
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="decoding/rendering processes (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild datasets that are already complete")
+    p.add_argument("--preview", action="store_true", help="write preview.png, a grid of 32 images, into each "
+                   "dataset's folder (with --task NAME alone: of the prepared dataset NAME)")
     return p
 
 
@@ -86,8 +89,8 @@ def check_args(args: argparse.Namespace) -> None:
     for t in custom:
         if not t or t in (".", "..") or "/" in t or "\\" in t:
             raise UserError(f"--task {t!r}: a dataset name cannot contain path separators")
-    if custom and not args.images_dir:
-        raise UserError("--task needs --images-dir")
+    if custom and not args.images_dir and not args.preview:
+        raise UserError("--task needs --images-dir (or --preview, to look at a prepared dataset)")
     if not (math.isfinite(args.ratio) and 0.01 <= args.ratio <= 100):
         raise UserError(f"--ratio must be a height/width between 0.01 and 100, got {args.ratio}")
     for flag in ("max_images", "shards_num", "workers"):
@@ -108,8 +111,22 @@ def check_writable(data_dir: str) -> None:
         raise UserError(f"cannot write to --data-dir {data_dir}: {e.strerror or e}") from None
 
 
-def run_task(task: str, args: argparse.Namespace) -> dict:
+def write_preview(root: Path) -> Path:
+    """A grid of images spread over a prepared dataset, as <root>/preview.png."""
+    from training.data.dataset import ImageDataset, is_complete
+    from training.sampling import save_png
+    from training.visualize import dataset_grid
+    if not is_complete(root):
+        raise UserError(f"no prepared dataset in {root} to preview (prepare it first, see --help)")
+    out = root / "preview.png"
+    save_png(dataset_grid(ImageDataset(root)), out)
+    return out
+
+
+def run_task(task: str, args: argparse.Namespace) -> dict | None:
     root = Path(args.data_dir) / task
+    if not args.images_dir and task != "scenes" and task not in catalog.CATALOG:
+        return None                                 # --task NAME --preview: look only
     if task == "scenes":
         return write_scenes(root, resolution=args.resolution or 64, count=args.max_images or SCENES_DEFAULT_IMAGES,
                             seed=args.seed, shards_num=args.shards_num, workers=args.workers, force=args.force)
@@ -152,8 +169,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except OSError as e:                        # disk full, I/O errors: progress so far is kept
             where = f" ({e.filename})" if e.filename else ""
             raise UserError(f"{task}: {e.strerror or e}{where}; run the same command again to continue") from None
-        print(describe(summary), flush=True)
-        summaries.append(summary)
+        if summary is not None:
+            print(describe(summary), flush=True)
+            summaries.append(summary)
+        if args.preview:
+            print(f"{task}: preview of the dataset in {write_preview(Path(args.data_dir) / task)}", flush=True)
     written = sum(s["count"] for s in summaries if not s["already"])
     skipped = sum(sum(s["skipped"].values()) for s in summaries if not s["already"])
     print(f"done: {len(summaries)} dataset{'s' if len(summaries) > 1 else ''}, {written:,} images written, "

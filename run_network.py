@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from dnnlib.threads import prefer_passive_wait
+
+prefer_passive_wait()          # before torch is imported (see dnnlib/threads.py)
 
 from dnnlib.util import cli_main
 from training.networks.config import to_dict
@@ -63,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--metrics", default="fid", help="comma-separated metrics (fid, kid, pr, is, ppl_wend, ...; "
                    "none = skip), at training snapshots and with --eval")
     t.add_argument("--eval-images-num", type=int, default=50000, help="images for metrics")
-    t.add_argument("--num-threads", type=int, default=4, help="data loader threads (kept for compatibility)")
+    t.add_argument("--num-threads", type=int, default=None,
+                   help="torch CPU threads per process (default: the cores free at start, at least 1)")
     add_model_flags(p)
     add_vis_flags(p)
     return p.parse_args(argv)

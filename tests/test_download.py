@@ -272,3 +272,19 @@ def test_catalog_checksum_mismatch_and_malicious_archive(local_catalog, tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unsafe archive" in err
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_catalog_offline_says_where_to_put_the_file_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import socket
+    with socket.socket() as s:                           # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    entry = dataclasses.replace(catalog.CATALOG["ffhq"], url=f"http://127.0.0.1:{port}/ffhq-r08.tfrecords1of1")
+    monkeypatch.setattr(catalog, "CATALOG", {**catalog.CATALOG, "ffhq": entry})
+    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    assert _main("--ffhq", "--data-dir", tmp_path / "d") == 2
+    err = capsys.readouterr().err.strip()
+    dest = (tmp_path / "d" / "ffhq" / "downloads" / "ffhq-r08.tfrecords1of1").resolve()
+    assert len(err.splitlines()) == 1 and "FFHQ: cannot download" in err
+    assert f"to install it by hand, download {entry.url} (md5 {entry.md5}) and save it as {dest}," in err
+    assert list((tmp_path / "d").iterdir()) == []          # no empty downloads/ (nor ffhq/) folder left behind

@@ -290,3 +290,18 @@ def test_preprocessor_matches_seed_geometry():
     out = Preprocessor(ratio=0.5, resolution=16, channels=3)(img)
     # 50x25 kept (rows 2..27), padded to 50x50 (12 black rows on top) -> 16x16
     assert out.shape == (3, 16, 16) and out[0, 8].min() > 250 and out[0, 0].max() == 0 and out[0, 15].max() == 0
+
+
+def test_preview_writes_a_grid_of_the_dataset(tmp_path, capsys):
+    from PIL import Image
+    assert run("--scenes", "--resolution", 8, "--max-images", 5, "--data-dir", tmp_path / "d", "--preview") == 0
+    out = capsys.readouterr().out
+    preview = tmp_path / "d" / "scenes" / "preview.png"
+    assert f"scenes: preview of the dataset in {preview}" in out
+    assert Image.open(preview).size == (5 * 128, 128)               # 5 images, 8x8 enlarged 16 times
+    preview.unlink()
+    assert run("--task", "scenes2", "--preview", "--data-dir", tmp_path / "d") == 2          # nothing prepared
+    assert "no prepared dataset" in capsys.readouterr().err
+    (tmp_path / "d" / "scenes").rename(tmp_path / "d" / "mine")
+    assert run("--task", "mine", "--preview", "--data-dir", tmp_path / "d") == 0           # look only
+    assert (tmp_path / "d" / "mine" / "preview.png").is_file()

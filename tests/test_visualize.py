@@ -112,8 +112,8 @@ def test_noise_variance_is_zero_without_noise(G) -> None:
     imgs = torch.cat([to_uint8(G(z.expand(n, -1, -1), truncation_psi=0.75)) for n in (4, 2)])
     assert torch.allclose(std, imgs.double().mean(-1).std(0, unbiased=False).float(), atol=1e-3)
     assert torch.equal(noise_std(G, z, None, 0.75, samples=6, batch_size=4), std)   # reproducible
-    img = noise_variance_image(std)
-    assert img.dtype == torch.uint8 and img.shape == (R, R, 1)
+    img = noise_variance_image(std)                    # normalised to its maximum, enlarged for viewing
+    assert img.dtype == torch.uint8 and img.shape == (128, 128, 1) and img.max() == 255
 
 
 def test_mixing_latents_and_tables(G) -> None:
@@ -150,21 +150,23 @@ def test_every_option_writes_its_files(G, tmp_path: Path) -> None:
     v = tmp_path / "visuals"
     assert set(where) == {"images", "latents", "maps", "layer_maps", "interpolations", "noise_var", "style_mix"}
     names = [f"{i:06d}" for i in range(5)]
+    V = 128                                                     # maps, strips and tables enlarged for viewing
     for folder in ("images", "maps", "softmaps", "blends", "softblends"):
         assert sorted(p.stem for p in (v / folder).glob("*.png")) == names, folder
-        assert Image.open(v / folder / "000000.png").size == (R, R // 2)          # --ratio crop
+        side = R if folder == "images" else V                    # images/ stay as rendered
+        assert Image.open(v / folder / "000000.png").size == (side, side // 2)     # --ratio crop
     for space in ("z", "w"):
         assert sorted(p.stem for p in (v / f"latents-{space}").glob("*.npy")) == names
         assert np.load(v / f"latents-{space}" / "000003.npy").shape == (G.k, G.z_dim)
         gif = Image.open(v / f"interpolations-{space}" / "000001.gif")
-        assert gif.n_frames == 4 and gif.size == (R, R // 2)
-        assert Image.open(v / f"interpolations-{space}" / "000001.png").size == (4 * R, R // 2)
+        assert gif.n_frames == 4 and gif.size == (V, V // 2)
+        assert Image.open(v / f"interpolations-{space}" / "000001.png").size == (4 * V, V // 2)
     assert np.array_equal(np.load(v / "latents-z" / "000003.npy"), z_from_seeds([3], G.k, G.z_dim)[0].numpy())
     assert sorted(p.name for p in (v / "layer_maps").iterdir()) == names[:2]
     assert sorted(p.stem for p in (v / "layer_maps" / "000001").iterdir()) == [f"l{i}_h0" for i in range(5)]
     assert Image.open(v / "noise-variance.png").mode == "L"
     for kind in ("layer", "component"):
-        assert Image.open(v / f"{kind}-mixing.png").size == (R * 5, R * 9)
+        assert Image.open(v / f"{kind}-mixing.png").size == (V * 5, V * 9)
     img0 = np.asarray(Image.open(v / "images" / "000002.png"))
     ref = to_uint8(G(z_from_seeds([2], G.k, G.z_dim), truncation_psi=0.75, noise_mode="const"))[0, 4:12].numpy()
     assert np.array_equal(img0, ref)                           # sample i is seed i, psi from --truncation-psi

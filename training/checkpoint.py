@@ -22,7 +22,14 @@ from training.networks import Discriminator, Generator
 FORMAT = "ganformer-pytorch"
 FORMAT_VERSION = 1
 GENERATOR_NETS = ("G", "G_ema")
-SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.safetensors$")
+KIMG_RE = r"(\d+(?:\.\d+)?)"       # the kimg_tag of a file name
+SNAPSHOT_RE = re.compile(rf"network-snapshot-{KIMG_RE}\.safetensors$")
+
+
+def kimg_tag(nimg: int) -> str:
+    """A point of training in file names: kimg in 6 digits ('000015'), with 3 decimals when not whole
+    ('000000.512', runs with short ticks), so no two points share a name and whole-kimg names keep their form."""
+    return f"{nimg // 1000:06d}" + (f".{nimg % 1000:03d}" if nimg % 1000 else "")
 
 
 def save_checkpoint(path: str | os.PathLike, nets: Mapping[str, torch.nn.Module], extra: Optional[dict] = None) -> None:
@@ -90,7 +97,7 @@ def _build(name: str, cfg: dict, state: dict[str, torch.Tensor], where: str) -> 
 
 def latest_snapshot(folder: str | os.PathLike) -> Optional[Path]:
     """The newest `network-snapshot-NNNNNN.safetensors` in a folder, or None."""
-    found = [(int(m.group(1)), p) for p in Path(folder).glob("network-snapshot-*.safetensors")
+    found = [(float(m.group(1)), p) for p in Path(folder).glob("network-snapshot-*.safetensors")
              if (m := SNAPSHOT_RE.search(p.name))]
     return max(found)[1] if found else None
 

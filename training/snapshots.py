@@ -15,10 +15,10 @@ from typing import Any, Optional
 import torch
 
 from dnnlib.util import atomic_path
-from training.checkpoint import read_safetensors, save_checkpoint
+from training.checkpoint import KIMG_RE, read_safetensors, save_checkpoint
 from training.networks.config import to_dict
 
-STATE_RE = re.compile(r"training-state-(\d+)\.safetensors$")
+STATE_RE = re.compile(rf"training-state-{KIMG_RE}\.safetensors$")
 RUN_RE = re.compile(r"^(.*)-(\d{3,})$")
 
 
@@ -42,7 +42,7 @@ def new_run_dir(result_dir: str | os.PathLike, expname: str) -> Path:
 
 
 def latest_state(run_dir: str | os.PathLike) -> Optional[Path]:
-    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("training-state-*.safetensors")
+    found = [(float(m.group(1)), p) for p in Path(run_dir).glob("training-state-*.safetensors")
              if (m := STATE_RE.search(p.name))]
     return max(found)[1] if found else None
 
@@ -52,7 +52,7 @@ def prune(run_dir: str | os.PathLike, keep: int) -> None:
     if keep <= 0:
         return
     for pattern in ("training-state-*.safetensors", "network-snapshot-*.safetensors"):
-        files = sorted(Path(run_dir).glob(pattern))
+        files = sorted(Path(run_dir).glob(pattern), key=lambda p: float((re.findall(KIMG_RE, p.name) or ["-1"])[0]))
         for old in files[:-keep]:
             old.unlink(missing_ok=True)
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from dnnlib.threads import choose_threads
 from dnnlib.util import UserError, atomic_write
 from training import snapshots
+from training.checkpoint import kimg_tag
 from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
 from training.data.dataset import SCENES, dataset_path, ensure_scenes, is_complete, read_manifest
 from training.distributed import Dist, from_torchrun, launch
@@ -80,7 +83,7 @@ def _metrics_callback(opts: TrainOptions, d: Dist, device: torch.device):
     if num < opts.eval_images_num:
         print(f"note: the dataset has {len(dataset)} images; metrics use {num} (--eval-images-num {opts.eval_images_num})")
     return lambda G, kimg: evaluate(G, opts.metrics, dataset, num, device, opts.run_dir,
-                                    snapshot=f"network-snapshot-{int(kimg):06d}", progress=False)
+                                    snapshot=f"network-snapshot-{kimg_tag(round(kimg * 1000))}", progress=False)
 
 
 def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optional[str],
@@ -92,6 +95,8 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
         torch.backends.cudnn.benchmark = True
     else:
         device = torch.device("cpu")
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
     torch.manual_seed(opts.seed)
     G = Generator(from_dict(GeneratorConfig, G_cfg))
     D = Discriminator(from_dict(DiscriminatorConfig, D_cfg))
@@ -147,10 +152,13 @@ def train(args: argparse.Namespace) -> None:
             G_cfg, D_cfg = to_dict(G_obj), to_dict(D_obj)
         D_cfg["mbstd_group_size"] = min(D_cfg["mbstd_group_size"] or 4, args.batch_gpu)
     opts = _options(args, run_dir, world)
+    opts.num_threads, why = choose_threads(args.num_threads, world)
     if tr is None or tr.is_main:
         with atomic_write(Path(run_dir) / "config.json", "w") as f:
             json.dump({"args": vars(args), "G": G_cfg, "D": D_cfg, "train": to_dict(opts)}, f, indent=1, default=str)
         print(f"run folder: {run_dir}" + (f" (resuming {Path(resume).name})" if resume else ""))
+        print(f"CPU threads per process: {opts.num_threads} ({why}; OMP_WAIT_POLICY "
+              f"{os.environ.get('OMP_WAIT_POLICY', 'default')}; --num-threads N chooses)")
     if tr is not None:
         _worker(tr, opts, G_cfg, D_cfg, str(resume) if resume else None, pretrained and pretrained[2], gpus)
         return

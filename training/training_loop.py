@@ -12,13 +12,15 @@ import torch
 
 from dnnlib.util import UserError
 from training import snapshots
+from training.checkpoint import kimg_tag
 from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
 from training.distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
 from training.loss import GANLoss, LossConfig
 from training.networks import Discriminator, Generator
+from dnnlib.progress import StatusLine, fmt_time
 from training.sampling import save_png, to_uint8, z_from_seeds
 from training.stats import JsonlWriter, StatsCollector, TensorBoardWriter
-from training.visualize import attention_images, image_grid, labels_for
+from training.visualize import attention_images, dataset_grid, labels_for, view_grid
 
 
 @dataclass
@@ -34,6 +36,9 @@ class TrainOptions:
     total_kimg: float = 25000
     kimg_per_tick: float = 8
     snapshot_ticks: int = 3               # Snapshots, samples and metrics every N ticks.
+    state_minutes: float = 10.0           # Also a training state (for resume) every N minutes (0 = off).
+    status_seconds: float = 10.0          # Status line inside a tick at most every N seconds.
+    num_threads: int = 0                  # torch CPU threads per process (0 = leave as is).
     g_lr: float = 0.002
     d_lr: float = 0.002
     g_reg_interval: int = 4
@@ -96,14 +101,17 @@ class Trainer:
         self.cur_nimg, self.step, self.tick = counters["cur_nimg"], counters["step"], counters["tick"]
         self.loss.pl_mean = torch.tensor(counters.get("pl_mean", 0.0))
 
-    def save(self) -> None:
+    def save(self, release: bool = True) -> None:
+        """A training state (for resume) and, with `release`, a network snapshot; named by kimg_tag."""
+        self.state_time = time.monotonic()
         if not self.d.is_main:
             return
-        kimg = self.cur_nimg // 1000
+        tag = kimg_tag(self.cur_nimg)
         run = Path(self.opts.run_dir)
-        snapshots.save_release(run / f"network-snapshot-{kimg:06d}.safetensors", self.G_ema, self.G, self.D,
-                               extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
-        snapshots.save_state(run / f"training-state-{kimg:06d}.safetensors",
+        if release:
+            snapshots.save_release(run / f"network-snapshot-{tag}.safetensors", self.G_ema, self.G, self.D,
+                                   extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
+        snapshots.save_state(run / f"training-state-{tag}.safetensors",
                              {"G": self.G, "D": self.D, "G_ema": self.G_ema},
                              {"G": self.opt_G, "D": self.opt_D}, self.counters())
         snapshots.prune(run, self.opts.last_snapshots)
@@ -165,16 +173,16 @@ class Trainer:
         c = labels_for(G, range(z.shape[0]), self.device)
         ws = G.mapping(z, c, pos=G.pos, truncation_psi=o.truncation_psi)
         img, maps = G.synthesis(ws, pos=G.pos, noise_mode="const")
-        tag = f"{self.cur_nimg // 1000:06d}" if o.keep_samples else "latest"
-        grids = {"fakes": image_grid(to_uint8(img).cpu(), cols)}
+        tag = kimg_tag(self.cur_nimg) if o.keep_samples else "latest"
+        grids = {"fakes": view_grid(to_uint8(img).cpu(), cols)}
         if maps:
             att = attention_images(img, maps[-1], alpha=o.blending_alpha)
             # rows: samples, their hard attention maps blended with the image, soft maps
-            grids["attention"] = image_grid(torch.cat([to_uint8(img), att["hard_blend"], att["soft"]]).cpu(), cols)
+            grids["attention"] = view_grid(torch.cat([to_uint8(img), att["hard_blend"], att["soft"]]).cpu(), cols)
         for name, grid in grids.items():
             save_png(grid, Path(o.run_dir) / f"{name}-{tag}.png")
             if tb is not None:
-                tb.image(f"Samples/{name}", grid, self.cur_nimg // 1000)
+                tb.image(f"Samples/{name}", grid, self.cur_nimg)
 
     # -- the loop --------------------------------------------------------------------------------------
 
@@ -194,16 +202,28 @@ class Trainer:
         start_time, tick_start_nimg, tick_start_time = time.time(), self.cur_nimg, time.time()
         total = int(o.total_kimg * 1000)
         if self.cur_nimg == 0 and d.is_main:
+            save_png(dataset_grid(dataset), run / "reals.png")
             self.save_samples(tb)
+        threads = f", {torch.get_num_threads()} CPU threads each" if self.device.type == "cpu" else ""
         self.log(f"training for {o.total_kimg} kimg from {self.cur_nimg / 1000:.1f} kimg on {self.device} "
-                 f"({d.world_size} process{'es' if d.world_size > 1 else ''})")
+                 f"({d.world_size} process{'es' if d.world_size > 1 else ''}{threads})")
+        status = StatusLine(o.status_seconds) if d.is_main else None
+        self.state_time = time.monotonic()
         try:
             while self.cur_nimg < total:
                 reals, labels = next(batches)
                 self.train_step(reals, labels, dataset.one_hot)
                 done = self.cur_nimg >= total
-                if not done and self.cur_nimg < tick_start_nimg + o.kimg_per_tick * 1000:
+                tick_end = tick_start_nimg + o.kimg_per_tick * 1000
+                if not done and self.cur_nimg < tick_end:
+                    if status is not None and status.due():       # host-side counters only: no GPU sync
+                        status.show(_status_line(self.cur_nimg, total, self.tick + 1, tick_start_nimg,
+                                                 min(tick_end, total), time.time() - tick_start_time))
+                    if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
+                        self.save(release=False)
                     continue
+                if status is not None:
+                    status.clear()
                 self.tick += 1
                 now = time.time()
                 stats = self.stats.reduce(d.world_size)
@@ -229,26 +249,21 @@ class Trainer:
                 if jsonl is not None:
                     jsonl.write({"kimg": self.cur_nimg / 1000, "timestamp": now, **record})
                 if tb is not None:
-                    tb.scalars(record, int(self.cur_nimg / 1000))
+                    tb.scalars(record, self.cur_nimg)            # steps are image counts: every tick kept
                 tick_start_nimg, tick_start_time = self.cur_nimg, time.time()
         finally:
             for w in (jsonl, tb):
                 if w is not None:
                     w.close()
-        self.log(f"done: {self.cur_nimg / 1000:.1f} kimg in {_fmt_time(time.time() - start_time)}"
+        self.log(f"done: {self.cur_nimg / 1000:.1f} kimg in {fmt_time(time.time() - start_time)}"
                  + (f"; weights identical on all {d.world_size} ranks" if d.world_size > 1 else ""))
-
-
-def _fmt_time(sec: float) -> str:
-    sec = int(sec)
-    return f"{sec // 3600}h {sec % 3600 // 60:02d}m" if sec >= 3600 else f"{sec // 60}m {sec % 60:02d}s"
 
 
 def _console_line(r: dict, total: int, cur: int) -> str:
     eta = r["Timing/sec_per_kimg"] * (total - cur) / 1000
     parts = [f"tick {r['Progress/tick']:<4d}", f"kimg {r['Progress/kimg']:<8.1f}",
              f"sec/kimg {r['Timing/sec_per_kimg']:<7.2f}", f"img/s {r['Timing/images_per_sec']:<7.1f}",
-             f"eta {_fmt_time(eta)}"]
+             f"eta {fmt_time(eta)}"]
     for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"),
                        ("Loss/pl_penalty", "pl")):
         if key in r:
@@ -256,3 +271,11 @@ def _console_line(r: dict, total: int, cur: int) -> str:
     if "Resources/peak_gpu_mem_gb" in r:
         parts.append(f"mem {r['Resources/peak_gpu_mem_gb']:.2f}GB")
     return "  ".join(parts)
+
+
+def _status_line(cur: int, total: int, tick: int, tick_start: int, tick_end: float, tick_sec: float) -> str:
+    """The line shown inside a tick: where it is, the speed of this tick, time left in the tick and the run."""
+    rate = (cur - tick_start) / max(tick_sec, 1e-8)
+    left = lambda n: fmt_time(max(n - cur, 0) / rate) if rate > 0 else "?"
+    return (f"  kimg {cur / 1000:<8.3f} tick {tick}: {(cur - tick_start) / 1000:.3f}/{(tick_end - tick_start) / 1000:g} "
+            f"kimg  img/s {rate:<6.1f} tick eta {left(tick_end)}  run eta {left(total)}")

@@ -8,7 +8,8 @@ Layout under `out_dir` (run_network.py passes `<run>/visuals`), sample i being s
   maps/, softmaps/, blends/, softblends/%06d.png   last attention layer, head 0: hard, soft, blends
   layer_maps/%06d/l{layer}_h{head}.png         hard maps of every layer and head (first --vis-rich-num)
   interpolations-{z,w}/%06d.png, .gif          strip and animation (first --vis-rich-num samples)
-  noise-variance.png                 gray-value std over 100 noise draws of sample 0, x4
+  noise-variance.png                 gray-value std over 100 noise draws of sample 0 (white = largest)
+Images of models under 128 pixels are enlarged (pixel replication) in every file except images/.
   layer-mixing.png, component-mixing.png      mixing tables of samples 0-3 (columns) and 4-5 (rows)
 """
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dnnlib.util import UserError, atomic_path
+from dnnlib.progress import bar as progress_bar
 from training.sampling import crop_ratio, save_npy, save_png, z_from_seeds
-from training.visualize import (MIX_COLS, MIX_ROWS, has_attention, interpolations, labels_for, noise_std,
-                        noise_variance_image, sample_visuals, strip, style_mixing)
+from training.visualize import (MIX_COLS, MIX_ROWS, enlarge, has_attention, interpolations, labels_for, noise_std,
+                        noise_variance_image, sample_visuals, strip, style_mixing, view_factor)
 
 # flag attribute -> what it produces; the order is the order of work.
 VIS_TYPES = {
@@ -116,6 +117,7 @@ def run_visualizations(args: argparse.Namespace, G: torch.nn.Module, out_dir: st
     if not types:
         return {}
     o, out_dir = _options(args), Path(out_dir)
+    o["view"] = view_factor(G.img_resolution)         # maps, strips and tables of small models are enlarged
     has_att = has_attention(G)
     for t in ("maps", "layer_maps"):
         if t in types and not has_att:
@@ -143,7 +145,7 @@ def run_visualizations(args: argparse.Namespace, G: torch.nn.Module, out_dir: st
         tables = style_mixing(G, z_from_seeds(range(n), G.k, G.z_dim), labels_for(G, range(n), device), o["psi"],
                               o["batch"])
         for kind, table in tables.items():
-            save_png(table.numpy(), out_dir / f"{kind}-mixing.png")
+            save_png(enlarge(table, o["view"]).numpy(), out_dir / f"{kind}-mixing.png")
     where = {t: out_dir / OUTPUTS[t][0] for t in types}
     print(f"visualisations ({', '.join(types)}) written to {out_dir}")
     return where
@@ -152,7 +154,7 @@ def run_visualizations(args: argparse.Namespace, G: torch.nn.Module, out_dir: st
 def _samples(G: torch.nn.Module, types: list[str], o: dict, out_dir: Path, device: torch.device | str) -> None:
     """Images, latents, last-layer maps and layer maps, section by section and batch by batch."""
     want_maps = "maps" in types
-    with tqdm(total=o["num"], desc="visualising", unit="img") as bar:
+    with progress_bar(o["num"], "visualising", "img") as bar:
         for s0 in range(0, o["num"], o["section"]):
             seeds = list(range(s0, min(s0 + o["section"], o["num"])))
             z_section = z_from_seeds(seeds, G.k, G.z_dim)
@@ -161,12 +163,12 @@ def _samples(G: torch.nn.Module, types: list[str], o: dict, out_dir: Path, devic
                 rich = max(0, min(len(idx), o["rich"] - idx[0])) if "layer_maps" in types else 0
                 out = sample_visuals(G, z_section[b0:b0 + len(idx)].to(device), labels_for(G, idx, device),
                                      o["psi"], alpha=o["alpha"], maps=want_maps, rich=rich)
-                _save_samples(out, idx, types, o["ratio"], out_dir)
+                _save_samples(out, idx, types, o["ratio"], out_dir, o["view"])
                 bar.update(len(idx))
 
 
-def _save_samples(out: dict, idx: list[int], types: list[str], ratio: float, out_dir: Path) -> None:
-    """Write one batch of sample_visuals() output."""
+def _save_samples(out: dict, idx: list[int], types: list[str], ratio: float, out_dir: Path, view: int = 1) -> None:
+    """Write one batch of sample_visuals() output (images as rendered; maps enlarged `view` times)."""
     if "images" in types:
         for i, im in zip(idx, _crop(out["images"], ratio).numpy()):
             save_png(im, out_dir / "images" / f"{i:06d}.png")
@@ -176,20 +178,22 @@ def _save_samples(out: dict, idx: list[int], types: list[str], ratio: float, out
             save_npy(w.astype(np.float32), out_dir / "latents-w" / f"{i:06d}.npy")
     for key, folder in MAP_DIRS.items():
         if "maps" in out:
-            for i, im in zip(idx, _crop(out["maps"][key], ratio).numpy()):
+            for i, im in zip(idx, _crop(enlarge(out["maps"][key], view), ratio).numpy()):
                 save_png(im, out_dir / folder / f"{i:06d}.png")
     for name, maps in out.get("layer_maps", {}).items():
-        for i, im in zip(idx, _crop(maps, ratio).numpy()):
+        for i, im in zip(idx, _crop(enlarge(maps, view), ratio).numpy()):
             save_png(im, out_dir / "layer_maps" / f"{i:06d}" / f"{name}.png")
 
 
 def _interpolations(G: torch.nn.Module, o: dict, out_dir: Path, device: torch.device | str) -> None:
     """Sample i to a random far end (seed INTERP_SEED_OFFSET + i) for the first --vis-rich-num samples."""
-    for i in tqdm(range(o["rich"]), desc="interpolations", unit="pair"):
-        z = z_from_seeds([i, INTERP_SEED_OFFSET + i], G.k, G.z_dim)
-        c: Optional[torch.Tensor] = labels_for(G, [i], device)
-        frames = interpolations(G, z[0], z[1], c, o["psi"], o["density"], o["batch"])
-        for space, f in frames.items():
-            f = _crop(f, o["ratio"])
-            save_png(strip(f), out_dir / f"interpolations-{space}" / f"{i:06d}.png")
-            save_gif(f, out_dir / f"interpolations-{space}" / f"{i:06d}.gif")
+    with progress_bar(o["rich"], "interpolations", "pair") as bar:
+        for i in range(o["rich"]):
+            z = z_from_seeds([i, INTERP_SEED_OFFSET + i], G.k, G.z_dim)
+            c: Optional[torch.Tensor] = labels_for(G, [i], device)
+            frames = interpolations(G, z[0], z[1], c, o["psi"], o["density"], o["batch"])
+            for space, f in frames.items():
+                f = _crop(enlarge(f, o["view"]), o["ratio"])
+                save_png(strip(f), out_dir / f"interpolations-{space}" / f"{i:06d}.png")
+                save_gif(f, out_dir / f"interpolations-{space}" / f"{i:06d}.gif")
+            bar.update(1)

@@ -40,6 +40,38 @@ def image_grid(images: torch.Tensor, cols: int) -> np.ndarray:
     return grid.numpy()
 
 
+VIEW_SIDE = 128                    # images smaller than this are enlarged (nearest) in grids made for viewing
+
+
+def view_factor(side: int, target: int = VIEW_SIDE) -> int:
+    """Integer nearest-neighbour enlargement that brings a `side`-pixel image to at least `target` (1 if it is)."""
+    return max(1, -(-target // max(side, 1)))
+
+
+def enlarge(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """uint8 NHWC (or HWC) images enlarged `factor` times by pixel replication (sharp pixels, no blur)."""
+    if factor <= 1:
+        return images
+    return images.repeat_interleave(factor, dim=-3).repeat_interleave(factor, dim=-2)
+
+
+def view_grid(images: torch.Tensor, cols: int) -> np.ndarray:
+    """A grid for looking at: like image_grid, with small images enlarged to VIEW_SIDE pixels."""
+    return image_grid(enlarge(images, view_factor(images.shape[1])), cols)
+
+
+def dataset_grid(dataset, cols: int = 8, rows: int = 4) -> np.ndarray:
+    """A viewing grid (HWC uint8, RGB) of up to cols*rows images spread evenly over a prepared dataset."""
+    n = min(cols * rows, len(dataset))
+    if n < 1:
+        raise ValueError("the dataset is empty")
+    idx = np.linspace(0, len(dataset) - 1, n).round().astype(np.int64)
+    images = dataset.get_batch(idx)[0].permute(0, 2, 3, 1)               # NHWC uint8
+    if images.shape[-1] == 1:
+        images = images.expand(-1, -1, -1, 3)
+    return view_grid(images, min(cols, n))
+
+
 def upsample_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
     """[..., r, r] -> [..., size, size] by pixel replication."""
     f = size // maps.shape[-1]
@@ -224,8 +256,14 @@ def noise_std(G: torch.nn.Module, z: torch.Tensor, c: Optional[torch.Tensor], tr
 
 
 def noise_variance_image(std: torch.Tensor) -> torch.Tensor:
-    """The official rendering of a noise std map: clip(4 std + 0.5) as uint8 [R, R, 1]."""
-    return (std * 4 + 0.5).clamp(0, 255).to(torch.uint8).unsqueeze(-1)
+    """A noise std map [R, R] for viewing: uint8 [R', R', 1], white = the largest std, enlarged if small.
+
+    Normalised to its own maximum (the official rendering, clip(4 std + 0.5), leaves the map of a
+    young or small model almost black); the scale is relative, so compare maps by shape, not brightness.
+    """
+    peak = float(std.max()) if std.numel() else 0.0
+    img = (std / peak * 255 + 0.5 if peak > 0 else torch.zeros_like(std)).clamp(0, 255).to(torch.uint8)
+    return enlarge(img.unsqueeze(-1), view_factor(std.shape[-1]))
 
 
 # ---------------------------------------------------------------------------------------------------

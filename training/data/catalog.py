@@ -54,10 +54,26 @@ CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
 
 
 def fetch(entry: CatalogEntry, dataset_dir: Path, progress: bool = True) -> Path:
-    """Download (resumably, verified) and extract an entry; return the folder or file to read."""
+    """Download (resumably, verified) and extract an entry; return the folder or file to read.
+
+    When the download fails (offline, refused, bad checksum) the error says where to put a file fetched
+    by hand, and the folders made for it are removed again if they are empty.
+    """
     downloads = dataset_dir / "downloads"
-    print(f"{entry.title}: fetching {entry.filename} ({entry.size_gb:g} GB) from {entry.url}")
-    path = dl.download(entry.url, downloads / entry.filename, md5=entry.md5, progress=progress)
+    dest = downloads / entry.filename
+    if not dest.exists():
+        print(f"{entry.title}: fetching {entry.filename} ({entry.size_gb:g} GB) from {entry.url}")
+    try:
+        path = dl.download(entry.url, dest, md5=entry.md5, progress=progress)
+    except UserError as e:
+        for folder in (downloads, dataset_dir):       # rmdir removes only empty folders: a .part file stays
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        reason = " ".join(str(e).split())
+        raise UserError(f"{entry.title}: {reason}; to install it by hand, download {entry.url} (md5 {entry.md5}) "
+                        f"and save it as {dest.resolve()}, then run the same command again") from None
     if not entry.filename.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
         return path
     folder = dl.extract(path, downloads / "extracted", progress=progress)

@@ -439,7 +439,7 @@ def convert(source, root: str | os.PathLike, *,
     progress: bool = True,
 ) -> dict:
     """Preprocess every item of `source` into a dataset in `root`; return a summary dict."""
-    from tqdm import tqdm
+    from dnnlib.progress import bar as progress_bar
 
     from training.data.preprocess import Preprocessor, nearest_power_of_two
     t0 = time.time()
@@ -462,8 +462,7 @@ def convert(source, root: str | os.PathLike, *,
                            class_names=class_names)
     pool = _pool(workers)
     try:
-        with writer, tqdm(total=capacity, initial=0, desc=name, unit="img", disable=None if progress else True,
-                          dynamic_ncols=True) as bar:
+        with writer, progress_bar(capacity, name, "img", enabled=progress) as bar:
             start = writer.start()
             bar.update(writer.count)
             for chunk in _decoded_chunks(source, start, preprocessor, pool):
@@ -510,7 +509,7 @@ def write_scenes(root: str | os.PathLike, *, resolution: int = 64, count: int = 
                  shards_num: int | None = None, workers: int | None = None, force: bool = False,
                  progress: bool = True) -> dict:
     """Render the built-in `scenes` dataset into `root` (resumable like `convert`); return a summary."""
-    from tqdm import tqdm
+    from dnnlib.progress import bar as progress_bar
 
     from training.data import scenes
     t0 = time.time()
@@ -525,7 +524,7 @@ def write_scenes(root: str | os.PathLike, *, resolution: int = 64, count: int = 
     shards_num = shards_num or auto_shards(count, 3 * resolution * resolution)
     writer = DatasetWriter(root, name="scenes", resolution=resolution, channels=3, capacity=count,
                            shards_num=min(shards_num, count), ratio=1.0, fingerprint=fingerprint)
-    bar = tqdm(total=count, desc="scenes", unit="img", disable=None if progress else True, dynamic_ncols=True)
+    bar = progress_bar(count, "scenes", "img", enabled=progress)
     with writer, bar:
         pos = writer.start()
         bar.update(pos)
