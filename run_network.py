@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--total-kimg", type=float, default=25000, help="training length in thousands of real images")
     t.add_argument("--kimg-per-tick", type=float, default=8, help="progress line every N kimg")
     t.add_argument("--snapshot-ticks", type=int, default=3, help="snapshots, samples and metrics every N ticks")
+    t.add_argument("--state-minutes", type=float, default=10, help="also a training state (to resume from) "
+                   "every N minutes, inside ticks too (0 = off)")
     t.add_argument("--g-lr", type=float, default=0.002, help="generator learning rate")
     t.add_argument("--d-lr", type=float, default=0.002, help="discriminator learning rate")
     t.add_argument("--g-loss", choices=["logistic_ns", "logistic", "hinge", "wgan"], default="logistic_ns")

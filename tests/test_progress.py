@@ -129,12 +129,13 @@ def test_short_run_keeps_every_point_shows_status_and_writes_reals(tmp_path, cap
     # a status line after every step inside a tick (status_seconds=0): kimg, img/s, ETAs
     assert "  kimg 0.002    tick 1: 0.002/0.004 kimg  img/s" in out and "tick eta" in out and "run eta" in out
     assert "CPU threads each" in out
+    assert out.rstrip().endswith(f"to look at: reals.png, fakes-000000.008.png in {run}")   # the run's last line
     # every sample grid, snapshot and state kept under its own name; grids enlarged to 128-pixel cells
     names = {p.name for p in run.iterdir()}
     for tag in ("000000", "000000.004", "000000.008"):
         assert f"fakes-{tag}.png" in names
     assert {"network-snapshot-000000.004.safetensors", "network-snapshot-000000.008.safetensors"} <= names
-    assert {"training-state-000000.002.safetensors", "training-state-000000.006.safetensors"} <= names  # by time
+    assert {"training-state-000000.002.safetensors", "network-snapshot-000000.006.safetensors"} <= names  # by time
     from PIL import Image
     assert Image.open(run / "fakes-000000.004.png").size == (256, 128)
     assert Image.open(run / "reals.png").size == (8 * 128, 2 * 128)          # 16 images: 8 x 2

@@ -25,10 +25,12 @@ from training.training_loop import Trainer, TrainOptions
 def _check(args: argparse.Namespace) -> list[int]:
     if not args.dataset:
         raise UserError("--train needs --dataset (e.g. --dataset scenes, the built-in dataset)")
+    if args.num_threads is not None and args.num_threads < 1:
+        raise UserError(f"--num-threads must be >= 1, got {args.num_threads}")
     if args.batch_size < 1 or args.batch_gpu < 1:
         raise UserError("--batch-size and --batch-gpu must be >= 1")
-    if args.total_kimg <= 0 or args.kimg_per_tick <= 0 or args.snapshot_ticks < 1:
-        raise UserError("--total-kimg and --kimg-per-tick must be > 0, --snapshot-ticks >= 1")
+    if args.total_kimg <= 0 or args.kimg_per_tick <= 0 or args.snapshot_ticks < 1 or not args.state_minutes >= 0:
+        raise UserError("--total-kimg and --kimg-per-tick must be > 0, --snapshot-ticks >= 1, --state-minutes >= 0")
     try:
         gpus = [int(g) for g in str(args.gpus).split(",") if g.strip() != ""]
     except ValueError:
@@ -65,7 +67,8 @@ def _options(args: argparse.Namespace, run_dir: Path, world: int) -> TrainOption
     return TrainOptions(run_dir=str(run_dir), data_dir=args.data_dir, dataset=args.dataset, resolution=args.resolution,
                         mirror=bool(mirror_default(args)), max_images=args.train_images_num, batch_size=args.batch_size,
                         batch_gpu=min(args.batch_gpu, args.batch_size // world), total_kimg=args.total_kimg,
-                        kimg_per_tick=args.kimg_per_tick, snapshot_ticks=args.snapshot_ticks, g_lr=args.g_lr,
+                        kimg_per_tick=args.kimg_per_tick, snapshot_ticks=args.snapshot_ticks,
+                        state_minutes=args.state_minutes, g_lr=args.g_lr,
                         d_lr=args.d_lr, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, seed=args.seed, mixed_precision=not args.fp32,
                         truncation_psi=args.truncation_psi, keep_samples=args.keep_samples,
                         summarize=args.summarize, last_snapshots=args.last_snapshots, loss=loss,

@@ -36,7 +36,7 @@ class TrainOptions:
     total_kimg: float = 25000
     kimg_per_tick: float = 8
     snapshot_ticks: int = 3               # Snapshots, samples and metrics every N ticks.
-    state_minutes: float = 10.0           # Also a training state (for resume) every N minutes (0 = off).
+    state_minutes: float = 10.0           # Also a snapshot and training state every N minutes (0 = off).
     status_seconds: float = 10.0          # Status line inside a tick at most every N seconds.
     num_threads: int = 0                  # torch CPU threads per process (0 = leave as is).
     g_lr: float = 0.002
@@ -101,16 +101,15 @@ class Trainer:
         self.cur_nimg, self.step, self.tick = counters["cur_nimg"], counters["step"], counters["tick"]
         self.loss.pl_mean = torch.tensor(counters.get("pl_mean", 0.0))
 
-    def save(self, release: bool = True) -> None:
-        """A training state (for resume) and, with `release`, a network snapshot; named by kimg_tag."""
+    def save(self) -> None:
+        """A network snapshot and a training state (for resume), named by kimg_tag."""
         self.state_time = time.monotonic()
         if not self.d.is_main:
             return
         tag = kimg_tag(self.cur_nimg)
         run = Path(self.opts.run_dir)
-        if release:
-            snapshots.save_release(run / f"network-snapshot-{tag}.safetensors", self.G_ema, self.G, self.D,
-                                   extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
+        snapshots.save_release(run / f"network-snapshot-{tag}.safetensors", self.G_ema, self.G, self.D,
+                               extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
         snapshots.save_state(run / f"training-state-{tag}.safetensors",
                              {"G": self.G, "D": self.D, "G_ema": self.G_ema},
                              {"G": self.opt_G, "D": self.opt_D}, self.counters())
@@ -220,7 +219,7 @@ class Trainer:
                         status.show(_status_line(self.cur_nimg, total, self.tick + 1, tick_start_nimg,
                                                  min(tick_end, total), time.time() - tick_start_time))
                     if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
-                        self.save(release=False)
+                        self.save()                            # no collective: rank 0 writes alone
                     continue
                 if status is not None:
                     status.clear()
@@ -257,6 +256,10 @@ class Trainer:
                     w.close()
         self.log(f"done: {self.cur_nimg / 1000:.1f} kimg in {fmt_time(time.time() - start_time)}"
                  + (f"; weights identical on all {d.world_size} ranks" if d.world_size > 1 else ""))
+        tag = kimg_tag(self.cur_nimg) if o.keep_samples else "latest"
+        look = [n for n in ("reals.png", f"fakes-{tag}.png", f"attention-{tag}.png") if (run / n).exists()]
+        look += sorted(p.name for p in run.glob("metric-*.txt"))
+        self.log(f"to look at: {', '.join(look)} in {run}")
 
 
 def _console_line(r: dict, total: int, cur: int) -> str:
