@@ -128,7 +128,7 @@ def test_short_run_keeps_every_point_shows_status_and_writes_reals(tmp_path, cap
     out = capsys.readouterr().out
     # a status line after every step inside a tick (status_seconds=0): kimg, img/s, ETAs
     assert "  kimg 0.002    tick 1: 0.002/0.004 kimg  img/s" in out and "tick eta" in out and "run eta" in out
-    assert "CPU threads each" in out
+    assert "(1 process, 1 CPU thread)" in out
     assert out.rstrip().endswith(f"to look at: reals.png, fakes-000000.008.png in {run}")   # the run's last line
     # every sample grid, snapshot and state kept under its own name; grids enlarged to 128-pixel cells
     names = {p.name for p in run.iterdir()}

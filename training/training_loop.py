@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
+from dnnlib.progress import StatusLine, fmt_time
 from dnnlib.util import UserError
 from training import snapshots
 from training.checkpoint import kimg_tag
@@ -17,7 +18,6 @@ from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset
 from training.distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
 from training.loss import GANLoss, LossConfig
 from training.networks import Discriminator, Generator
-from dnnlib.progress import StatusLine, fmt_time
 from training.sampling import save_png, to_uint8, z_from_seeds
 from training.stats import JsonlWriter, StatsCollector, TensorBoardWriter
 from training.visualize import attention_images, dataset_grid, labels_for, view_grid
@@ -203,7 +203,9 @@ class Trainer:
         if self.cur_nimg == 0 and d.is_main:
             save_png(dataset_grid(dataset), run / "reals.png")
             self.save_samples(tb)
-        threads = f", {torch.get_num_threads()} CPU threads each" if self.device.type == "cpu" else ""
+        n = torch.get_num_threads()
+        threads = f", {n} CPU thread{'s' if n > 1 else ''}{' each' if d.world_size > 1 else ''}" \
+            if self.device.type == "cpu" else ""
         self.log(f"training for {o.total_kimg} kimg from {self.cur_nimg / 1000:.1f} kimg on {self.device} "
                  f"({d.world_size} process{'es' if d.world_size > 1 else ''}{threads})")
         status = StatusLine(o.status_seconds) if d.is_main else None
@@ -264,7 +266,7 @@ class Trainer:
 
 def _console_line(r: dict, total: int, cur: int) -> str:
     eta = r["Timing/sec_per_kimg"] * (total - cur) / 1000
-    parts = [f"tick {r['Progress/tick']:<4d}", f"kimg {r['Progress/kimg']:<8.1f}",
+    parts = [f"tick {r['Progress/tick']:<4d}", f"kimg {r['Progress/kimg']:<8.3f}",
              f"sec/kimg {r['Timing/sec_per_kimg']:<7.2f}", f"img/s {r['Timing/images_per_sec']:<7.1f}",
              f"eta {fmt_time(eta)}"]
     for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"),
