@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dnnlib.cli import FlagParser
 from dnnlib.util import UserError, cli_main
 from training.checkpoint import load_generator
 from training.sampling import (crop_ratio, load_latents, parse_seeds, pick_device, save_npy, save_png,
@@ -25,7 +26,7 @@ from training.visualize import attention_images, has_attention, synthesize
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Generate images with a trained GANformer.",
+    p = FlagParser(description="Generate images with a trained GANformer.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
                    help="model: our .safetensors checkpoint, a run folder (latest snapshot), an official "

@@ -17,19 +17,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dnnlib.cli import FlagParser
 from dnnlib.util import UserError, cli_main
 from training.data import catalog, sources
 from training.data.writer import convert, load_labels_file, write_scenes
 from training.data.scenes import SCENES_DEFAULT_IMAGES
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):          # one line instead of usage + message
-        raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="datasets", help="root folder of the datasets (default: %(default)s)")
     p.add_argument("--shards-num", type=int, default=None,
                    help="number of shard files per dataset (default: the catalog's count, else one per 4 GB)")

@@ -24,12 +24,12 @@ CHILD = r"""
 import sys, time, tempfile, torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads({threads})
-from training.networks.config import DiscriminatorConfig, generator_preset
+from training.networks.config import DiscriminatorConfig
+from training.networks.presets import build
 from training.distributed import Dist
 from training.networks import Discriminator, Generator
 from training.training_loop import Trainer, TrainOptions
-kw = {{"synthesis.channel_base": 2048, "synthesis.channel_max": 64, "components_num": 8, "latent_size": 128}}
-G = Generator(generator_preset("GANformer", resolution=32, **kw))
+G = Generator(build("GANformer", 32, channel_base=2048, channel_max=64, components_num=8, latent_size=128)[0])
 D = Discriminator(DiscriminatorConfig(img_resolution=32, channel_base=2048, channel_max=64, mbstd_group_size=4))
 with tempfile.TemporaryDirectory() as tmp:
     tr = Trainer(TrainOptions(run_dir=tmp, resolution=32, batch_size=16, batch_gpu=16), G, D, Dist(),

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.networks.config import DiscriminatorConfig, generator_preset  # noqa: E402
+from training.networks.presets import build  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
 from training.training_loop import Trainer, TrainOptions  # noqa: E402
@@ -28,10 +28,8 @@ from training.training_loop import Trainer, TrainOptions  # noqa: E402
 
 def measure(preset: str, res: int, batch: int, batch_gpu: int, device: torch.device, steps: int, warmup: int,
             base: int, cmax: int, bf16: bool, run_dir: str) -> dict:
-    kw = {"synthesis.channel_base": base, "synthesis.channel_max": cmax}
-    G = Generator(generator_preset(preset, resolution=res, **kw))
-    D = Discriminator(DiscriminatorConfig(img_resolution=res, channel_base=base, channel_max=cmax,
-                                          mbstd_group_size=min(4, batch_gpu)))
+    G_cfg, D_cfg = build(preset, res, channel_base=base, channel_max=cmax)
+    G, D = Generator(G_cfg), Discriminator(D_cfg)
     opts = TrainOptions(run_dir=run_dir, resolution=res, batch_size=batch, batch_gpu=batch_gpu, mixed_precision=bf16)
     tr = Trainer(opts, G, D, Dist(), device, log=lambda *_: None)
     reals = torch.randint(0, 256, [batch, 3, res, res], dtype=torch.uint8)

@@ -30,8 +30,8 @@ def measure(folder: Path, perturbed: bool) -> dict[str, float]:
     res: dict[str, float] = {"img": 0.0, "ws": 0.0, "att": 0.0}
     with torch.no_grad():
         for psi, tag in ((1.0, "psi1"), (0.7, "psi0p7")):
-            ws = G.mapping(inputs["z"], inputs["c"], pos=G.pos, truncation_psi=psi)
-            img, maps = G.synthesis(ws, pos=G.pos, noise_mode="const")
+            ws = G.map(inputs["z"], inputs["c"], truncation_psi=psi)
+            img, maps = G.synthesize(ws, noise_mode="const")
             res["ws"] = max(res["ws"], rel(ws, ref[f"ws_{tag}"]))
             res["img"] = max(res["img"], rel(img, ref[f"img_{tag}_const"]))
             for j, m in enumerate(maps):

@@ -17,22 +17,6 @@ class UserError(Exception):
     """
 
 
-class EasyDict(dict):
-    """A dict whose keys can also be read and written as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-    def __delattr__(self, name: str) -> None:
-        del self[name]
-
-
 def cli_main(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a script's main(): a UserError becomes one line on stderr and exit code 2."""
 

@@ -12,15 +12,15 @@ import torch
 from conftest import REF_PT
 from dnnlib.util import UserError
 from training.checkpoint import latest_snapshot, load_networks, save_checkpoint
-from training.networks.config import DiscriminatorConfig, generator_preset
+from training.networks.config import DiscriminatorConfig
+from training.networks.presets import build
 from training.importers import safe_pickle
 from training.networks import Discriminator, Generator
 
 
 def tiny_nets():
     torch.manual_seed(1)
-    G = Generator(generator_preset("GANformer", resolution=16, latent_size=32, components_num=4,
-                                   **{"synthesis.channel_base": 256, "synthesis.channel_max": 32}))
+    G = Generator(build("GANformer", 16, latent_size=32, components_num=4, channel_base=256, channel_max=32)[0])
     D = Discriminator(DiscriminatorConfig(img_resolution=16, channel_base=256, channel_max=32))
     with torch.no_grad():
         G.mapping.w_avg.normal_()
@@ -44,6 +44,55 @@ def test_round_trip(tmp_path) -> None:
     assert torch.equal(nets["D"].eval()(x), D.eval()(x))
     assert latest_snapshot(tmp_path) == path
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _adam_after_one_step(net: torch.nn.Module) -> torch.optim.Adam:
+    opt = torch.optim.Adam(net.parameters())
+    sum(p.square().sum() for p in net.parameters()).backward()
+    opt.step()
+    return opt
+
+
+def test_snapshot_stores_each_network_once(tmp_path) -> None:
+    """Release = G_ema + config; training state = G, D, optimisers, counters; resume reads both, and
+    fine-tuning from the release finds G and D in the state beside it."""
+    from safetensors import safe_open
+    from training import snapshots
+
+    G, D = tiny_nets()
+    G_ema = Generator(G.cfg)
+    opts = {"G": _adam_after_one_step(G), "D": _adam_after_one_step(D)}
+    snapshots.save_snapshot(tmp_path, "000004", G, D, G_ema, opts, {"cur_nimg": 4000}, extra={"kimg": 4.0})
+    names = {}
+    for f in ("network-snapshot-000004", "training-state-000004"):
+        with safe_open(str(tmp_path / f"{f}.safetensors"), framework="pt") as h:
+            names[f] = {k.partition(".")[0] for k in h.keys()}
+    assert names["network-snapshot-000004"] == {"G_ema"}
+    assert names["training-state-000004"] == {"G", "D", "opt_G", "opt_D"}
+    nets, configs, opt_states, counters = snapshots.load_state(tmp_path / "training-state-000004.safetensors")
+    assert set(nets) == {"G", "D", "G_ema"} and counters == {"cur_nimg": 4000}
+    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+        assert all(torch.equal(v, nets[name][k]) for k, v in net.state_dict().items())
+    assert torch.equal(opt_states["G"]["state"][0]["exp_avg"], opts["G"].state_dict()["state"][0]["exp_avg"])
+    loaded = load_networks(tmp_path / "network-snapshot-000004.safetensors")
+    assert {"G", "D", "G_ema"} <= set(loaded) and loaded["extra"] == {"kimg": 4.0}
+    (tmp_path / "network-snapshot-000004.safetensors").unlink()
+    with pytest.raises(UserError, match="network-snapshot-000004"):
+        snapshots.load_state(tmp_path / "training-state-000004.safetensors")
+
+
+def test_files_written_the_old_way_still_load(tmp_path) -> None:
+    """Before one writer, states held G, D and G_ema, and releases held G_ema, G and D."""
+    from training import snapshots
+
+    G, D = tiny_nets()
+    opts = {"G": _adam_after_one_step(G), "D": _adam_after_one_step(D)}
+    snapshots.save_state(tmp_path / "training-state-000002.safetensors", {"G": G, "D": D, "G_ema": G}, opts,
+                         {"cur_nimg": 2000})
+    nets, _, _, counters = snapshots.load_state(tmp_path / "training-state-000002.safetensors")   # no release needed
+    assert set(nets) == {"G", "D", "G_ema"} and counters["cur_nimg"] == 2000
+    save_checkpoint(tmp_path / "network-snapshot-000002.safetensors", {"G_ema": G, "G": G, "D": D})
+    assert {"G", "D", "G_ema"} <= set(load_networks(tmp_path))
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path) -> None:

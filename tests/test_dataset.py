@@ -162,6 +162,13 @@ def test_ensure_scenes_generates_once(tmp_path, monkeypatch):
     assert ds.get_batch([0])[0].shape == (1, 3, 4, 4)
 
 
+def test_reading_never_writes_a_dataset(tmp_path):
+    """load_dataset only reads: a missing `scenes` is an error, not a rendering job."""
+    with pytest.raises(UserError):
+        load_dataset(tmp_path, "scenes", resolution=8)
+    assert not any(tmp_path.iterdir())
+
+
 def test_hard_kill_resumes_from_last_checkpoint(tmp_path):
     """A killed writer runs no cleanup: the next run truncates to the last recorded point."""
     imgs = _images(8)

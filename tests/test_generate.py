@@ -54,12 +54,11 @@ def test_reference_images_through_cli(tmp_path, folder: str) -> None:
 
 def test_own_checkpoint_seeds_ratio_and_determinism(tmp_path) -> None:
     from training.checkpoint import save_checkpoint
-    from training.networks.config import generator_preset
+    from training.networks.presets import build
     from training.networks import Generator
 
     torch.manual_seed(0)
-    G = Generator(generator_preset("StyleGAN2", resolution=16, latent_size=16,
-                                   **{"synthesis.channel_base": 128, "synthesis.channel_max": 16}))
+    G = Generator(build("StyleGAN2", 16, latent_size=16, channel_base=128, channel_max=16)[0])
     model = tmp_path / "net.safetensors"
     save_checkpoint(model, {"G_ema": G})
     runs = []
@@ -98,14 +97,14 @@ def test_bad_reference_folder_and_latents(tmp_path) -> None:
     assert_one_line_error(generate("--model", str(folder)), "missing D_state.pt")
 
 
-def tiny_ganformer_checkpoint(path, **overrides):
+def tiny_ganformer_checkpoint(path, c_dim=0):
     from training.checkpoint import save_checkpoint
-    from training.networks.config import generator_preset
+    from training.networks.presets import build
     from training.networks import Generator
 
     torch.manual_seed(0)
-    G = Generator(generator_preset("GANformer", resolution=16, latent_size=32, components_num=4,
-                                   **{"synthesis.channel_base": 256, "synthesis.channel_max": 32}, **overrides))
+    G = Generator(build("GANformer", 16, c_dim=c_dim, latent_size=32, components_num=4, channel_base=256,
+                        channel_max=32)[0])
     save_checkpoint(path, {"G_ema": G})
     return path
 
@@ -116,17 +115,14 @@ def pngs(folder) -> dict:
 
 def test_vis_latents_feed_generate(tmp_path, one_thread) -> None:
     """z and w saved by --vis-latents regenerate the --vis-images samples, as folders or single files."""
-    import argparse
     from training.checkpoint import load_generator
-    from training.vis_cli import add_vis_flags, run_visualizations
+    from training.options import parse
+    from training.vis_cli import run_visualizations
 
     model = tiny_ganformer_checkpoint(tmp_path / "net.safetensors")
-    p = argparse.ArgumentParser()
-    add_vis_flags(p)
-    args = p.parse_args(["--vis-images", "--vis-latents", "--vis-num", "3"])
-    args.truncation_psi = 0.6
+    run = parse(["--eval", "--vis-images", "--vis-latents", "--vis-num", "3", "--truncation-psi", "0.6"])
     vis = tmp_path / "visuals"
-    run_visualizations(args, load_generator(model), vis, "cpu")
+    run_visualizations(run, load_generator(model), vis, "cpu")
     want = {f"sample_{k}": v for k, v in pngs(vis / "images").items()}
     generate_in_process("--model", str(model), "--latents", str(vis / "latents-z"), "--truncation-psi", "0.6",
                         "--output-dir", str(tmp_path / "z"))
@@ -156,10 +152,10 @@ def test_class_and_attention_overlay(tmp_path, one_thread, capsys) -> None:
         assert needle in capsys.readouterr().err
     plain = tmp_path / "plain.safetensors"
     from training.checkpoint import save_checkpoint
-    from training.networks.config import generator_preset
+    from training.networks.presets import build
     from training.networks import Generator
-    save_checkpoint(plain, {"G_ema": Generator(generator_preset("StyleGAN2", resolution=16, latent_size=16, **{
-        "synthesis.channel_base": 128, "synthesis.channel_max": 16}))})
+    save_checkpoint(plain, {"G_ema": Generator(build("StyleGAN2", 16, latent_size=16, channel_base=128,
+                                                     channel_max=16)[0])})
     for argv, needle in ((["--class", "1"], "unconditional"), (["--attention"], "no attention layers")):
         with pytest.raises(SystemExit):
             generate_in_process("--model", str(plain), "--images-num", "1", "--output-dir", str(tmp_path / "y"), *argv)

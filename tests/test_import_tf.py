@@ -56,8 +56,7 @@ def run_generator(G, z: torch.Tensor, psi: float, noise: str):
              for name, m in G.mapping.named_modules() if name.startswith("mlp.sa") and name.count(".") == 1]
     try:
         with torch.no_grad():
-            ws = G.mapping(z, None, pos=G.pos, truncation_psi=psi)
-            img, maps = G.synthesis(ws, pos=G.pos, noise_mode=noise)
+            img, ws, maps = G.generate(z, noise_mode=noise, truncation_psi=psi)
     finally:
         for h in hooks:
             h.remove()
@@ -135,8 +134,8 @@ def test_tf_behaviour_is_configured(imported) -> None:
     ws2 = ws.clone()
     ws2[:, :, 0] += 5
     with torch.no_grad():
-        assert torch.equal(G.synthesis(ws, pos=G.pos, noise_mode="const")[0],
-                           G.synthesis(ws2, pos=G.pos, noise_mode="const")[0])
+        assert torch.equal(G.synthesize(ws, noise_mode="const")[0],
+                           G.synthesize(ws2, noise_mode="const")[0])
 
 
 def test_unsupported_options_are_refused_with_one_line() -> None:

@@ -6,17 +6,19 @@ import re
 import pytest
 import torch
 
-from training.networks.config import DiscriminatorConfig, generator_preset
 from training.networks import Discriminator, Generator
+from training.networks.config import DiscriminatorConfig
+from training.networks.presets import PRESETS, build
 
-TINY = {"synthesis.channel_base": 256, "synthesis.channel_max": 32}
+TINY = dict(channel_base=256, channel_max=32)
 
 
-def tiny(preset: str, res: int = 16, **overrides) -> Generator:
+def tiny(preset: str, res: int = 16, c_dim: int = 0, **options) -> Generator:
+    """A small network of `preset` built the way the command line builds it (options = flags)."""
     kw = {"latent_size": 32, "components_num": 4} if preset in ("GANformer", "kGAN") else {"latent_size": 32}
-    cfg = generator_preset(preset, resolution=res, **kw, **{**TINY, **overrides})
+    G_cfg, _ = build(preset, res, c_dim=c_dim, **kw, **{**TINY, **options})
     torch.manual_seed(0)
-    return Generator(cfg)
+    return Generator(G_cfg)
 
 
 def dead_patterns(G: Generator) -> list[str]:
@@ -57,29 +59,29 @@ def run_and_check(G: Generator, c_dim: int = 0, batch: int = 4) -> torch.Tensor:
     return att
 
 
-@pytest.mark.parametrize("preset", ["GANformer", "StyleGAN2", "GAN", "kGAN", "SAGAN"])
+@pytest.mark.parametrize("preset", list(PRESETS))
 def test_preset_trains(preset: str) -> None:
     run_and_check(tiny(preset, res=32 if preset == "SAGAN" else 16))
 
 
 @pytest.mark.parametrize("overrides", [
-    {"synthesis.attention.kmeans": False},                         # simplex
-    {"synthesis.attention.kmeans_iters": 3},
-    {"synthesis.attention.iterative": True},                       # crashes in the official port
-    {"synthesis.attention.num_heads": 2},
-    {"synthesis.attention.integration": "both"},                   # crashes in the official port
-    {"synthesis.attention.integration": "add", "synthesis.attention.norm": "instance"},
-    {"synthesis.attention.ltnt_gate": True, "synthesis.attention.img_gate": True},   # ltnt_gate crashes there
-    {"synthesis.attention.pos_type": "trainable"},                 # frozen in the official port
-    {"synthesis.attention.pos_type": "trainable2d"},
-    {"synthesis.attention.pos_type": "linear"},
-    {"synthesis.attention.pos_directions_num": 4},
-    {"synthesis.attention.img2ltnt": True, "synthesis.attention.kmeans": False},   # the paper's true duplex
-    {"synthesis.architecture": "skip"},
-    {"synthesis.architecture": "orig"},
-    {"synthesis.start_res": 3, "synthesis.end_res": 4},
-    {"synthesis.latent_stem": True},
-    {"mapping.resnet": False, "mapping.ltnt2ltnt": False},
+    {"kmeans": False},                         # simplex
+    {"kmeans_iters": 3},
+    {"iterative": True},                       # crashes in the official port
+    {"num_heads": 2},
+    {"integration": "both"},                   # crashes in the official port
+    {"integration": "add", "normalize": "instance"},
+    {"ltnt_gate": True, "img_gate": True},   # ltnt_gate crashes there
+    {"pos_type": "trainable"},                 # frozen in the official port
+    {"pos_type": "trainable2d"},
+    {"pos_type": "linear"},
+    {"pos_directions_num": 4},
+    {"img2ltnt": True, "kmeans": False},   # the paper's true duplex
+    {"g_arch": "skip"},
+    {"g_arch": "orig"},
+    {"g_start_res": 3, "g_end_res": 4},
+    {"latent_stem": True},
+    {"mapping_resnet": False, "mapping_ltnt2ltnt": False},
     {"component_dropout": 0.5},
 ])
 def test_ganformer_options(overrides: dict) -> None:
@@ -89,7 +91,7 @@ def test_ganformer_options(overrides: dict) -> None:
 
 
 def test_trainable_grid_encoding_receives_gradient() -> None:
-    G = tiny("GANformer", **{"synthesis.attention.pos_type": "trainable2d"})
+    G = tiny("GANformer", **{"pos_type": "trainable2d"})
     run_and_check(G)
     grads = [p.grad for n, p in G.named_parameters() if n.endswith("grid.emb")]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
@@ -112,20 +114,20 @@ def test_attention_maps_are_distributions() -> None:
 def test_true_duplex_updates_latents_from_the_image() -> None:
     """img2ltnt = simplex attention whose keys/values come from latents updated bottom-up from the image:
     with the update's output projection zeroed it equals simplex exactly; otherwise the maps change."""
-    simplex = tiny("GANformer", **{"synthesis.attention.kmeans": False}).eval()
-    duplex = tiny("GANformer", **{"synthesis.attention.kmeans": False, "synthesis.attention.img2ltnt": True}).eval()
+    simplex = tiny("GANformer", **{"kmeans": False}).eval()
+    duplex = tiny("GANformer", **{"kmeans": False, "img2ltnt": True}).eval()
     missing = duplex.load_state_dict(simplex.state_dict(), strict=False).missing_keys
     assert missing and all(".ltnt_update." in k for k in missing)
     z = torch.randn(2, simplex.k, simplex.z_dim)
     with torch.no_grad():
-        ws = simplex.mapping(z)
-        img_s, maps_s = simplex.synthesis(ws, noise_mode="const")
-        img_d, maps_d = duplex.synthesis(ws, noise_mode="const")
+        ws = simplex.map(z)
+        img_s, maps_s = simplex.synthesize(ws, noise_mode="const")
+        img_d, maps_d = duplex.synthesize(ws, noise_mode="const")
         assert not torch.allclose(maps_s[0], maps_d[0])
         for name, p in duplex.named_parameters():
             if ".ltnt_update.modulation." in name:
                 p.zero_()
-        img_0, maps_0 = duplex.synthesis(ws, noise_mode="const")
+        img_0, maps_0 = duplex.synthesize(ws, noise_mode="const")
     assert torch.allclose(img_0, img_s, atol=1e-5) and torch.allclose(maps_0[0], maps_s[0], atol=1e-6)
 
 
@@ -133,10 +135,10 @@ def test_truncation_and_style_mixing_slots() -> None:
     G = tiny("GANformer").eval()
     z = torch.randn(3, G.k, G.z_dim)
     with torch.no_grad():
-        ws = G.mapping(z)
+        ws = G.map(z)
         G.mapping.w_avg.normal_()
-        wt = G.mapping(z, truncation_psi=0.5)
-        wc = G.mapping(z, truncation_psi=0.5, truncation_cutoff=2)
+        wt = G.map(z, truncation_psi=0.5)
+        wc = G.map(z, truncation_psi=0.5, truncation_cutoff=2)
     assert torch.allclose(wt, G.mapping.w_avg + 0.5 * (ws - G.mapping.w_avg), atol=1e-6)
     assert torch.allclose(wc[:, :, :2], wt[:, :, :2]) and torch.equal(wc[:, :, 2:], ws[:, :, 2:])
 
@@ -153,7 +155,7 @@ def test_w_avg_tracks_in_training_only() -> None:
 
 
 def test_default_ganformer_256_parameter_count() -> None:
-    G = Generator(generator_preset("GANformer", resolution=256))
+    G = Generator(build("GANformer", 256)[0])
     assert sum(p.numel() for p in G.parameters()) == 30_903_632
 
 
@@ -170,8 +172,35 @@ def test_discriminator_architectures() -> None:
 def test_bad_config_is_rejected() -> None:
     from dnnlib.util import UserError
     with pytest.raises(UserError):
-        generator_preset("GANformer", resolution=48)
+        build("GANformer", 48)
     with pytest.raises(UserError):
-        generator_preset("GANformer", resolution=32, **{"synthesis.attention.integration": "concat"})
+        build("GANformer", 32, integration="concat")
     with pytest.raises(UserError):
-        generator_preset("NoSuchGAN")
+        build("NoSuchGAN", 32)
+    with pytest.raises(UserError, match="unknown model option"):
+        build("GANformer", 32, no_such_option=1)
+
+
+def test_one_generation_path_with_one_dropout_mask() -> None:
+    """The loss generates through G.generate: the component-dropout mask reaches the mapping (every mixing
+    latent too) and the synthesis, the same mask for all; style mixing draws a second latent."""
+    from training.loss import GANLoss
+    from training.run_config import LossConfig
+
+    G = tiny("GANformer", component_dropout=0.5).train()
+    assert G.cfg.mapping.ltnt2ltnt                      # the mapping's self-attention sees the mask
+    D = Discriminator(DiscriminatorConfig(img_resolution=16, channel_base=256, channel_max=32))
+    seen: list = []
+    record = lambda name: (lambda _m, _args, kwargs: seen.append((name, kwargs.get("mask"))))
+    hooks = [G.mapping.register_forward_pre_hook(record("mapping"), with_kwargs=True),
+             G.synthesis.register_forward_pre_hook(record("synthesis"), with_kwargs=True)]
+    torch.manual_seed(1)
+    GANLoss(G, D, LossConfig(style_mixing=1.0)).g_main(torch.randn(4, G.k, G.z_dim), None)
+    for h in hooks:
+        h.remove()
+    assert [name for name, _ in seen] == ["mapping", "mapping", "synthesis"]
+    masks = [m for _, m in seen]
+    assert masks[0] is not None and masks[0].shape == (4, 4) and 0 < masks[0].sum() < 16
+    assert all(torch.equal(m, masks[0]) for m in masks)
+    G.eval()
+    assert G.component_mask(4, torch.device("cpu")) is None            # no dropout outside training

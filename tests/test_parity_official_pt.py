@@ -48,9 +48,9 @@ def test_reference_outputs(folder: str, perturbed: bool) -> None:
     tol = rel_tol(folder)
     with torch.no_grad():
         for psi, tag in ((1.0, "psi1"), (0.7, "psi0p7")):
-            ws = G.mapping(inputs["z"], inputs["c"], pos=G.pos, truncation_psi=psi)
+            ws = G.map(inputs["z"], inputs["c"], truncation_psi=psi)
             assert_close(ws, ref[f"ws_{tag}"], 1e-5, f"ws_{tag}")
-            img, maps = G.synthesis(ws, pos=G.pos, noise_mode="const")
+            img, maps = G.synthesize(ws, noise_mode="const")
             assert_close(img, ref[f"img_{tag}_const"], tol, f"img_{tag}_const")
             layers = sorted(k for k in ref if k.startswith(f"att_{tag}_const.layer"))
             if tag == "psi1" or layers:   # psi 0.7 maps are stored only in the full, unperturbed sets
@@ -70,7 +70,7 @@ def test_reference_outputs(folder: str, perturbed: bool) -> None:
         before, after = ref["w_avg_update.before"], ref["w_avg_update.after"]
         assert torch.equal(G.mapping.w_avg, before)
         with torch.no_grad():
-            G.mapping(inputs["z_w_avg_update"], inputs["c"], pos=G.pos, update_w_avg=True)
+            G.map(inputs["z_w_avg_update"], inputs["c"], update_w_avg=True)
         assert_close(G.mapping.w_avg, after, 1e-5, "w_avg after one update")
 
 

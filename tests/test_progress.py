@@ -113,11 +113,11 @@ def test_short_run_keeps_every_point_shows_status_and_writes_reals(tmp_path, cap
     from training.data.writer import write_scenes
     from training.distributed import Dist
     from training.networks import Discriminator, Generator
-    from training.networks.config import DiscriminatorConfig, generator_preset
+    from training.networks.config import DiscriminatorConfig
+    from training.networks.presets import build
     from training.training_loop import Trainer, TrainOptions
     write_scenes(tmp_path / "data" / "scenes", resolution=16, count=16, workers=1, progress=False)
-    G = Generator(generator_preset("StyleGAN2", resolution=16, latent_size=16,
-                                   **{"synthesis.channel_base": 64, "synthesis.channel_max": 8}))
+    G = Generator(build("StyleGAN2", 16, latent_size=16, channel_base=64, channel_max=8)[0])
     D = Discriminator(DiscriminatorConfig(img_resolution=16, channel_base=64, channel_max=8, mbstd_group_size=2))
     run = tmp_path / "run"
     run.mkdir()

@@ -8,31 +8,33 @@ import pytest
 
 from conftest import REPO
 from dnnlib.util import UserError
-from run_network import parse_args
-from training.options import dataset_gamma, mirror_default, resolve
+from training.options import parse
 
 
 def cfgs(*argv: str, res: int = 256):
-    args = parse_args(list(argv))
-    return args, *resolve(args, res)
+    run = parse(list(argv))
+    return run, *run.network_configs(res)
 
 
 def test_ganformer_default_per_dataset() -> None:
-    args, G, D = cfgs("--ganformer-default", "--dataset", "ffhq")
+    run, G, D = cfgs("--ganformer-default", "--dataset", "ffhq")
     assert (G.components_num, G.z_dim, G.synthesis.style, G.mapping.ltnt2ltnt) == (16, 32, True, True)
     assert G.synthesis.attention.kmeans and G.synthesis.attention.integration == "mul"
-    assert dataset_gamma(args) == 10 and mirror_default(args) is True
-    args, G, _ = cfgs("--ganformer-default", "--dataset", "clevr")
+    assert run.train.loss.r1_gamma == 10 and run.train.mirror is True
+    run, G, _ = cfgs("--ganformer-default", "--dataset", "clevr")
     assert (G.components_num, G.z_dim, G.synthesis.style, G.mapping.ltnt2ltnt) == (8, 16, False, False)
-    assert dataset_gamma(args) == 40 and mirror_default(args) is False
+    assert run.train.loss.r1_gamma == 40 and run.train.mirror is False
+    run, _, _ = cfgs("--baseline", "GAN", "--dataset", "clevr")
+    assert run.train.loss.r1_gamma == 10 and run.image_ratio() == 0.75
 
 
 def test_explicit_flags_override_presets() -> None:
     """The official port could not switch these off under --ganformer-default; here they can."""
-    _, G, _ = cfgs("--ganformer-default", "--dataset", "ffhq", "--kmeans", "False", "--use-pos", "false",
-                   "--mapping-ltnt2ltnt", "False", "--components-num", "8", "--gamma", "3")
+    run, G, _ = cfgs("--ganformer-default", "--dataset", "ffhq", "--kmeans", "False", "--use-pos", "false",
+                     "--mapping-ltnt2ltnt", "False", "--components-num", "8", "--gamma", "3", "--mirror-augment", "False")
     assert not G.synthesis.attention.kmeans and not G.synthesis.attention.use_pos and not G.mapping.ltnt2ltnt
     assert G.components_num == 8 and G.z_dim == 64
+    assert run.train.loss.r1_gamma == 3 and run.train.mirror is False
 
 
 @pytest.mark.parametrize("baseline,check", [

@@ -89,15 +89,41 @@ def test_resume_after_kill_matches_uninterrupted(data_dir, tmp_path) -> None:
     assert_same_state(final_state(tmp_path / "straight"), final_state(killed))
 
 
-def test_two_process_gloo(data_dir, tmp_path) -> None:
-    cmd = [sys.executable, str(REPO / "run_network.py"), *cli(data_dir, tmp_path, "--ganformer-default",
-                                                             "--components-num", "4", "--total-kimg", "0.016",
-                                                             "--gpus", "0,1")]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+@pytest.fixture(scope="module")
+def labelled_dir(tmp_path_factory) -> Path:
+    """A 2-class dataset `toy` of 16 random 16x16 images."""
+    import numpy as np
+    from training.data.writer import DatasetWriter
+    root = tmp_path_factory.mktemp("labelled")
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 3, 16, 16), dtype=np.uint8)
+    with DatasetWriter(root / "toy", name="toy", resolution=16, channels=3, capacity=16, shards_num=1, ratio=1.0,
+                       fingerprint={"test": 1}, class_names=["a", "b"], checkpoint_seconds=0.0) as w:
+        w.start()
+        for i, img in enumerate(images):
+            w.add(img, i % 2)
+            w.advance(i + 1)
+        w.finish()
+    return root
+
+
+@pytest.mark.parametrize("launcher", ["gpus", "torchrun"])
+def test_two_process_gloo_with_labels(labelled_dir, tmp_path, launcher) -> None:
+    """Two CPU processes, by --gpus 0,1 or by torchrun: every rank builds the conditional networks."""
+    argv = ["--train", "--dataset", "toy", "--data-dir", str(labelled_dir), "--result-dir", str(tmp_path),
+            "--expname", "t", *TINY, "--ganformer-default", "--components-num", "4", "--total-kimg", "0.016"]
+    script = [str(REPO / "run_network.py"), *argv]
+    if launcher == "gpus":
+        cmd = [sys.executable, *script, "--gpus", "0,1"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+               *script]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "weights identical on all 2 ranks" in proc.stdout
-    assert final_state(tmp_path)["counters"]["cur_nimg"] == 16
+    assert len(snapshots.find_runs(tmp_path, "t")) == 1
+    _, configs, _, counters = snapshots.load_state(snapshots.latest_state(snapshots.find_runs(tmp_path, "t")[-1]))
+    assert counters["cur_nimg"] == 16 and configs["G"]["c_dim"] == 2 and configs["D"]["c_dim"] == 2
 
 
 def test_kill_during_state_write_never_leaves_a_bad_file(tmp_path) -> None:
@@ -105,9 +131,9 @@ def test_kill_during_state_write_never_leaves_a_bad_file(tmp_path) -> None:
     script = (
         "import sys, torch; sys.path.insert(0, %r)\n"
         "from training import snapshots\n"
-        "from training.networks.config import generator_preset\n"
+        "from training.networks.presets import build\n"
         "from training.networks import Generator\n"
-        "G = Generator(generator_preset('StyleGAN2', resolution=64))\n"
+        "G = Generator(build('StyleGAN2', 64)[0])\n"
         "opt = torch.optim.Adam(G.parameters())\n"
         "i = 0\n"
         "while True:\n"

@@ -1,7 +1,6 @@
 """Visualisations: tensor functions (maps, interpolations, noise variance, mixing) and the --vis-* files."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -9,21 +8,23 @@ import pytest
 import torch
 from PIL import Image
 
-from training.networks.config import generator_preset
+from training.networks.presets import build
 from training.networks import Generator
 from training.sampling import to_uint8, z_from_seeds
-from training.vis_cli import add_vis_flags, run_visualizations
+from training.options import parse
+from training.run_config import RunConfig
+from training.vis_cli import run_visualizations
 from training.visualize import (attention_images, colorize, interpolations, layer_map_images, lerp, mixing_table,
                                 mixing_ws, noise_std, noise_variance_image, palette, render, slerp, style_mixing,
                                 synthesize)
 
-TINY = {"synthesis.channel_base": 256, "synthesis.channel_max": 32}
+TINY = dict(channel_base=256, channel_max=32)
 R = 16
 
 
-def tiny_ganformer(**overrides) -> Generator:
+def tiny_ganformer(c_dim: int = 0, **options) -> Generator:
     torch.manual_seed(0)
-    G = Generator(generator_preset("GANformer", resolution=R, latent_size=32, components_num=4, **TINY, **overrides))
+    G = Generator(build("GANformer", R, c_dim=c_dim, latent_size=32, components_num=4, **TINY, **options)[0])
     with torch.no_grad():   # a fresh model has zero noise strength; give the noise visible effect
         for name, p in G.named_parameters():
             if name.endswith("noise_strength"):
@@ -45,14 +46,9 @@ def G() -> Generator:
     return tiny_ganformer()
 
 
-def vis_args(*argv: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    add_vis_flags(p)
-    p.add_argument("--vis", action="store_true")
-    p.add_argument("--truncation-psi", type=float, default=0.75)
-    p.add_argument("--keep-samples", type=lambda s: s == "True", default=True)
-    p.add_argument("--ratio", type=float, default=None)
-    return p.parse_args(list(argv))
+def vis_args(*argv: str) -> RunConfig:
+    """The run config of `run_network.py --eval <argv>`."""
+    return parse(["--eval", *argv])
 
 
 def test_palette_is_stable_and_distinct() -> None:
@@ -117,7 +113,7 @@ def test_noise_variance_is_zero_without_noise(G) -> None:
 
 
 def test_mixing_latents_and_tables(G) -> None:
-    ws = G.mapping(z_from_seeds(range(6), G.k, G.z_dim), None, pos=G.pos)        # [6, K+1, L, d]
+    ws = G.map(z_from_seeds(range(6), G.k, G.z_dim))        # [6, K+1, L, d]
     cols, rows = ws[:4], ws[4:]
     layer = mixing_ws(cols, rows, "layer").reshape(4, 2, 4, *ws.shape[1:])      # (cutoff, row, col)
     assert torch.equal(layer[0, 1, 2, :, :2], rows[1, :, :2]) and torch.equal(layer[0, 1, 2, :, 2:], cols[2, :, 2:])
@@ -173,10 +169,8 @@ def test_every_option_writes_its_files(G, tmp_path: Path) -> None:
 
 
 def test_defaults_skips_and_keep_samples(tmp_path: Path) -> None:
-    from training.networks.config import generator_preset as preset
     torch.manual_seed(0)
-    G2 = Generator(preset("StyleGAN2", resolution=R, latent_size=16, **{"synthesis.channel_base": 128,
-                                                                        "synthesis.channel_max": 16})).eval()
+    G2 = Generator(build("StyleGAN2", R, latent_size=16, channel_base=128, channel_max=16)[0]).eval()
     assert run_visualizations(vis_args(), G2, tmp_path, "cpu") == {}                  # nothing asked, nothing done
     where = run_visualizations(vis_args("--vis", "--vis-num", "3", "--vis-rich-num", "1"), G2, tmp_path, "cpu")
     assert set(where) == {"images", "latents", "interpolations", "noise_var"}        # no maps without attention

@@ -1,9 +1,12 @@
-"""Our checkpoint format, and one entry point that loads a network from any supported source.
+"""Our checkpoint format (its one writer and reader), and one entry point that loads a network from any
+supported source.
 
 A checkpoint is one `.safetensors` file: tensors named `<net>.<param>` for nets G, D, G_ema, and the
-JSON description (format version, each net's typed config, free-form extras) in the safetensors
-header's metadata. It is written to a temporary name and renamed, so a crash never leaves a file
-that loads but is incomplete. Nothing in it is executable.
+JSON description (format, version, each net's typed config, free-form extras) in the safetensors header's
+metadata. A release snapshot (FORMAT) holds what sampling needs: G_ema and its config. A training state
+(STATE_FORMAT, training/snapshots.py) is the same layout holding the rest: G, D, the optimisers' tensors
+and the counters; no network is stored twice. Files are written to a temporary name and renamed, so a
+crash never leaves a file that loads but is incomplete. Nothing in them is executable.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_
 from training.networks import Discriminator, Generator
 
 FORMAT = "ganformer-pytorch"
+STATE_FORMAT = "ganformer-training-state"
 FORMAT_VERSION = 1
-GENERATOR_NETS = ("G", "G_ema")
 KIMG_RE = r"(\d+(?:\.\d+)?)"       # the kimg_tag of a file name
 SNAPSHOT_RE = re.compile(rf"network-snapshot-{KIMG_RE}\.safetensors$")
 
@@ -32,22 +35,32 @@ def kimg_tag(nimg: int) -> str:
     return f"{nimg // 1000:06d}" + (f".{nimg % 1000:03d}" if nimg % 1000 else "")
 
 
-def save_checkpoint(path: str | os.PathLike, nets: Mapping[str, torch.nn.Module], extra: Optional[dict] = None) -> None:
-    """Write nets (subset of G, D, G_ema) with their configs to one safetensors file, atomically."""
+NETS = ("G", "D", "G_ema")
+
+
+def save_checkpoint(path: str | os.PathLike, nets: Mapping[str, torch.nn.Module], extra: Optional[dict] = None, *,
+                    fmt: str = FORMAT, tensors: Optional[dict[str, torch.Tensor]] = None,
+                    meta: Optional[dict[str, str]] = None) -> None:
+    """The one checkpoint writer: nets (some of G, D, G_ema) with their configs, plus any further
+    `tensors` and header `meta` (a training state's optimisers and counters), atomically."""
     from safetensors.torch import save_file
 
-    tensors: dict[str, torch.Tensor] = {}
+    flat: dict[str, torch.Tensor] = {}
     configs = {}
     for name, net in nets.items():
-        if name not in ("G", "D", "G_ema"):
+        if name not in NETS:
             raise ValueError(f"unknown network name {name!r}")
         configs[name] = to_dict(net.cfg)
         for key, value in net.state_dict().items():
-            tensors[f"{name}.{key}"] = value.detach().to("cpu").clone().contiguous()   # G and G_ema may share
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "configs": json.dumps(configs),
-            "extra": json.dumps(extra or {})}
+            flat[f"{name}.{key}"] = value.detach().to("cpu").clone().contiguous()   # G and G_ema may share
+    for key, value in (tensors or {}).items():
+        if key.partition(".")[0] in NETS:
+            raise ValueError(f"tensor name {key!r} collides with a network")
+        flat[key] = value.detach().to("cpu").clone().contiguous()
+    header = {"format": fmt, "format_version": str(FORMAT_VERSION), "configs": json.dumps(configs),
+              "extra": json.dumps(extra or {}), **(meta or {})}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(flat, str(tmp), metadata=header)
 
 
 def read_safetensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -66,20 +79,29 @@ def read_safetensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict
     return meta, flat
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict]:
-    """Read a checkpoint: ({net: state_dict}, {net: config dict}, extra)."""
+def read_checkpoint(path: str | os.PathLike, fmt: str = FORMAT, rest: Optional[dict] = None
+                    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict]:
+    """Read a checkpoint: ({net: state_dict}, {net: config dict}, extra). With `rest`, the header and the
+    tensors of no network go there ({"meta": ..., "tensors": ...}); without, such tensors are an error."""
     path = Path(path)
-    meta, flat = read_safetensors(path, FORMAT, "GANformer checkpoint")
+    what = "GANformer checkpoint" if fmt == FORMAT else "training state"
+    meta, flat = read_safetensors(path, fmt, what)
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise UserError(f"{path} has checkpoint format {version}; this code reads up to {FORMAT_VERSION}")
     configs = json.loads(meta["configs"])
     states: dict[str, dict[str, torch.Tensor]] = {name: {} for name in configs}
+    others: dict[str, torch.Tensor] = {}
     for key, value in flat.items():
         net, _, param = key.partition(".")
-        if net not in states:
+        if net in states:
+            states[net][param] = value
+        elif rest is not None:
+            others[key] = value
+        else:
             raise UserError(f"{path}: tensor {key} belongs to no network in the checkpoint")
-        states[net][param] = value
+    if rest is not None:
+        rest.update(meta=meta, tensors=others)
     return states, configs, json.loads(meta.get("extra", "{}"))
 
 
@@ -132,9 +154,21 @@ def load_networks(source: str | os.PathLike) -> dict[str, Any]:
     if path.suffix != ".safetensors":
         raise UserError(f"unrecognised model file {source} (expected .safetensors, .pkl or a folder)")
     states, configs, extra = read_checkpoint(path)
+    state = state_beside(path)
+    if state is not None and not {"G", "D"} <= set(configs):      # fine-tuning our own run: G and D from there
+        more_states, more_configs, _ = read_checkpoint(state, STATE_FORMAT, rest={})
+        for name in ("G", "D"):
+            states.setdefault(name, more_states[name]), configs.setdefault(name, more_configs[name])
     out: dict[str, Any] = {name: _build(name, configs[name], states[name], str(path)) for name in configs}
     out["extra"] = extra
     return out
+
+
+def state_beside(snapshot: Path) -> Optional[Path]:
+    """The training state saved with a release snapshot (training-state-N beside network-snapshot-N)."""
+    m = SNAPSHOT_RE.search(snapshot.name)
+    state = snapshot.with_name(f"training-state-{m.group(1)}.safetensors") if m else None
+    return state if state is not None and state.is_file() else None
 
 
 def load_generator(source: str | os.PathLike, device: torch.device | str = "cpu") -> Generator:

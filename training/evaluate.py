@@ -45,11 +45,11 @@ class PathGenerator:
 
     @torch.no_grad()
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        return self.G.mapping(z, None, pos=self.G.pos)
+        return self.G.map(z)
 
     @torch.no_grad()
     def synthesis(self, w: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(w, pos=self.G.pos, noise_mode="const")[0]
+        return self.G.synthesize(w, noise_mode="const")[0]
 
 
 def evaluate(G: Generator, names: str, dataset: ImageDataset, num_images: int, device: torch.device,

@@ -2,29 +2,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as Fn
 
 from training.networks import Discriminator, Generator
-
-G_LOSSES = ("logistic_ns", "logistic", "hinge", "wgan")
-D_LOSSES = ("logistic", "hinge", "wgan")
-
-
-@dataclass
-class LossConfig:
-    g_loss: str = "logistic_ns"         # Generator loss.
-    d_loss: str = "logistic"            # Discriminator loss.
-    r1_gamma: float = 10.0              # R1 weight (gamma / 2 * |grad D(x)|^2 on reals).
-    style_mixing: float = 0.9           # Probability of mixing two latents at a random layer slot.
-    component_mixing: float = 0.0       # Probability of swapping the latent components [cut:] instead.
-    pl_weight: float = 0.0              # Path-length regularisation weight (0 = off).
-    pl_decay: float = 0.01
-    pl_batch_shrink: int = 2
-
+from training.run_config import LossConfig
 
 class GANLoss:
     """Computes each training phase's loss; the caller owns backward, accumulation and optimisers."""
@@ -36,24 +20,11 @@ class GANLoss:
 
     # -- generator ------------------------------------------------------------------------------------
 
-    def mapping(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
-        """w for z with style / component mixing (spec §8: the mixing z does not update w_avg)."""
-        G, cfg = self.G, self.cfg
-        ws = G.mapping(z, c, pos=G.pos)
-        if G.num_ws > 1 and cfg.style_mixing > 0 and torch.rand([]).item() < cfg.style_mixing:
-            cut = int(torch.randint(1, G.num_ws, []).item())
-            ws2 = G.mapping(torch.randn_like(z), c, pos=G.pos, update_w_avg=False)
-            ws = torch.cat([ws[:, :, :cut], ws2[:, :, cut:]], dim=2)
-        if G.K > 1 and cfg.component_mixing > 0 and torch.rand([]).item() < cfg.component_mixing:
-            cut = int(torch.randint(1, G.K, []).item())
-            ws2 = G.mapping(torch.randn_like(z), c, pos=G.pos, update_w_avg=False)
-            ws = torch.cat([ws[:, :cut], ws2[:, cut:G.K], ws[:, G.K:]], dim=1)
-        return ws
-
     def generate(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fakes and their ws, with the generator's style / component mixing and component dropout."""
         with self.autocast():
-            ws = self.mapping(z, c)
-            img = self.G(ws=ws)
+            img, ws, _ = self.G.generate(z, c, style_mixing=self.cfg.style_mixing,
+                                         component_mixing=self.cfg.component_mixing)
         return img, ws
 
     def discriminate(self, img: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""Run folders, the full training state (for resume) and release snapshots, all written atomically.
+"""Run folders and snapshots: at each snapshot, a release file and a training state, written atomically
+by the one checkpoint writer (training/checkpoint.py), no network stored twice.
 
-Training state = G, D, G_ema, both optimisers, counters: one safetensors file whose header holds the
-JSON (configs, optimiser hyper-parameters, counters). Release snapshot = our checkpoint format with
-G_ema only (plus G and D for fine-tuning). Neither is a pickle.
+network-snapshot-N.safetensors = G_ema + its config: what sampling, metrics and visualisation need.
+training-state-N.safetensors = the rest for resuming: G, D, both optimisers (tensors, with their
+hyper-parameters as JSON in the header) and the counters. Resuming reads both. Files written before this
+split (G_ema in the state, G and D in the release) still load. Neither is a pickle.
 """
 from __future__ import annotations
 
@@ -14,9 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from dnnlib.util import atomic_path
-from training.checkpoint import KIMG_RE, read_safetensors, save_checkpoint
-from training.networks.config import to_dict
+from dnnlib.util import UserError
+from training.checkpoint import FORMAT, KIMG_RE, STATE_FORMAT, read_checkpoint, save_checkpoint
 
 STATE_RE = re.compile(rf"training-state-{KIMG_RE}\.safetensors$")
 RUN_RE = re.compile(r"^(.*)-(\d{3,})$")
@@ -78,35 +79,36 @@ def _unflatten_optimizer(prefix: str, meta: dict, tensors: dict) -> dict:
 
 def save_state(path: str | os.PathLike, nets: dict[str, torch.nn.Module], opts: dict[str, torch.optim.Optimizer],
                counters: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
+    """A training state: the networks still training (G, D), their optimisers and the counters."""
     tensors: dict[str, torch.Tensor] = {}
-    configs = {}
-    for name, net in nets.items():
-        configs[name] = to_dict(net.cfg)
-        for key, value in net.state_dict().items():
-            tensors[f"{name}.{key}"] = value.detach().cpu().clone()
     opt_meta = {name: _flatten_optimizer(f"opt_{name}", opt, tensors) for name, opt in opts.items()}
-    meta = {"format": "ganformer-training-state", "format_version": "1", "configs": json.dumps(configs),
-            "optimizers": json.dumps(opt_meta), "counters": json.dumps(counters)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_checkpoint(path, nets, fmt=STATE_FORMAT, tensors=tensors,
+                    meta={"optimizers": json.dumps(opt_meta), "counters": json.dumps(counters)})
 
 
 def load_state(path: str | os.PathLike) -> tuple[dict, dict, dict, dict]:
-    """-> (net state dicts, net configs, optimizer state dicts, counters)."""
-    meta, flat = read_safetensors(path, "ganformer-training-state", "training state")
-    configs = json.loads(meta["configs"])
-    nets = {name: {} for name in configs}
-    for key, value in flat.items():
-        head, _, rest = key.partition(".")
-        if head in nets:
-            nets[head][rest] = value
+    """-> (net state dicts, net configs, optimizer state dicts, counters); G_ema comes from the release
+    snapshot of the same step (older states hold it themselves)."""
+    rest: dict = {}
+    nets, configs, _ = read_checkpoint(path, STATE_FORMAT, rest=rest)
+    m = STATE_RE.search(Path(path).name)
+    if "G_ema" not in nets and m and "G" in nets:
+        release = Path(path).with_name(f"network-snapshot-{m.group(1)}.safetensors")
+        if not release.is_file():
+            raise UserError(f"{path} needs {release.name} beside it (the moving-average generator) to resume")
+        more, more_configs, _ = read_checkpoint(release, FORMAT)
+        nets["G_ema"], configs["G_ema"] = more["G_ema"], more_configs["G_ema"]
+    meta = rest["meta"]
     opt_meta = json.loads(meta["optimizers"])
-    opts = {name: _unflatten_optimizer(f"opt_{name}", m, flat) for name, m in opt_meta.items()}
+    opts = {name: _unflatten_optimizer(f"opt_{name}", m, rest["tensors"]) for name, m in opt_meta.items()}
     return nets, configs, opts, json.loads(meta["counters"])
 
 
-def save_release(path: str | os.PathLike, G_ema: torch.nn.Module, G: torch.nn.Module, D: torch.nn.Module,
-                 extra: dict) -> None:
-    save_checkpoint(path, {"G_ema": G_ema, "G": G, "D": D}, extra=extra)
+def save_snapshot(run_dir: str | os.PathLike, tag: str, G: torch.nn.Module, D: torch.nn.Module,
+                  G_ema: torch.nn.Module, opts: dict[str, torch.optim.Optimizer], counters: dict[str, Any],
+                  extra: dict) -> None:
+    """The release file first, then the training state that needs it: a crash between them leaves the
+    previous state, whose release is complete, as the one to resume from."""
+    run = Path(run_dir)
+    save_checkpoint(run / f"network-snapshot-{tag}.safetensors", {"G_ema": G_ema}, extra=extra)
+    save_state(run / f"training-state-{tag}.safetensors", {"G": G, "D": D}, opts, counters)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,46 +15,12 @@ from training import snapshots
 from training.checkpoint import kimg_tag
 from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
 from training.distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
-from training.loss import GANLoss, LossConfig
+from training.loss import GANLoss
 from training.networks import Discriminator, Generator
+from training.run_config import TrainOptions
 from training.sampling import save_png, to_uint8, z_from_seeds
 from training.stats import JsonlWriter, StatsCollector, TensorBoardWriter
 from training.visualize import attention_images, dataset_grid, labels_for, view_grid
-
-
-@dataclass
-class TrainOptions:
-    run_dir: str                          # Results of this run (created by the caller).
-    data_dir: str = "datasets"
-    dataset: str = "scenes"
-    resolution: int = 256
-    mirror: bool = False                  # Horizontal flips (dataset doubled with mirrored copies).
-    max_images: Optional[int] = None      # Train on a fixed subset of this many images.
-    batch_size: int = 32                  # Global batch (all ranks together).
-    batch_gpu: int = 4                    # Per-rank chunk; gradients are accumulated over chunks.
-    total_kimg: float = 25000
-    kimg_per_tick: float = 8
-    snapshot_ticks: int = 3               # Snapshots, samples and metrics every N ticks.
-    state_minutes: float = 10.0           # Also a snapshot and training state every N minutes (0 = off).
-    status_seconds: float = 10.0          # Status line inside a tick at most every N seconds.
-    num_threads: int = 0                  # torch CPU threads per process (0 = leave as is).
-    g_lr: float = 0.002
-    d_lr: float = 0.002
-    g_reg_interval: int = 4
-    d_reg_interval: int = 16
-    ema_kimg: float = 10.0                # EMA half-life.
-    ema_rampup: Optional[float] = None    # Half-life <= cur_nimg * rampup early on (None = off).
-    seed: int = 0
-    mixed_precision: bool = True          # bf16 autocast on GPUs that support it.
-    truncation_psi: float = 0.75          # For sample grids only.
-    keep_samples: bool = True             # Keep every sample grid (False = overwrite the latest).
-    summarize: bool = True                # TensorBoard event files.
-    last_snapshots: int = 10
-    grid_size: tuple = (3, 2)             # Sample grid columns x rows.
-    blending_alpha: float = 0.3
-    metrics: str = "none"                 # Comma-separated metrics at snapshots.
-    eval_images_num: int = 50000          # Fakes (and at most this many reals) per metric evaluation.
-    loss: LossConfig = field(default_factory=LossConfig)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -108,11 +73,8 @@ class Trainer:
             return
         tag = kimg_tag(self.cur_nimg)
         run = Path(self.opts.run_dir)
-        snapshots.save_release(run / f"network-snapshot-{tag}.safetensors", self.G_ema, self.G, self.D,
-                               extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
-        snapshots.save_state(run / f"training-state-{tag}.safetensors",
-                             {"G": self.G, "D": self.D, "G_ema": self.G_ema},
-                             {"G": self.opt_G, "D": self.opt_D}, self.counters())
+        snapshots.save_snapshot(run, tag, self.G, self.D, self.G_ema, {"G": self.opt_G, "D": self.opt_D},
+                                self.counters(), extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
         snapshots.prune(run, self.opts.last_snapshots)
 
     # -- one iteration ---------------------------------------------------------------------------------
@@ -170,8 +132,7 @@ class Trainer:
         cols, rows = o.grid_size
         z = z_from_seeds(range(cols * rows), G.k, G.z_dim).to(self.device)
         c = labels_for(G, range(z.shape[0]), self.device)
-        ws = G.mapping(z, c, pos=G.pos, truncation_psi=o.truncation_psi)
-        img, maps = G.synthesis(ws, pos=G.pos, noise_mode="const")
+        img, _, maps = G.generate(z, c, noise_mode="const", truncation_psi=o.truncation_psi)
         tag = kimg_tag(self.cur_nimg) if o.keep_samples else "latest"
         grids = {"fakes": view_grid(to_uint8(img).cpu(), cols)}
         if maps:
@@ -188,7 +149,7 @@ class Trainer:
     def run(self) -> None:
         o, d = self.opts, self.d
         dataset = load_dataset(o.data_dir, o.dataset, resolution=o.resolution, mirror=o.mirror,
-                               max_images=o.max_images, use_labels=self.G.c_dim > 0, auto_scenes=False)
+                               max_images=o.max_images, use_labels=self.G.c_dim > 0)
         if self.G.c_dim and dataset.num_classes != self.G.c_dim:
             raise UserError(f"the model has {self.G.c_dim} classes, the dataset {dataset.num_classes}")
         per_rank = o.batch_size // d.world_size

@@ -1,4 +1,4 @@
-"""The seed's --vis-* flags and the step that computes the requested visualisations and saves them.
+"""The step that computes the visualisations a run asks for (the seed's --vis-* flags) and saves them.
 
 Layout under `out_dir` (run_network.py passes `<run>/visuals`), sample i being seed i as in
 `generate.py --seeds i`:
@@ -14,7 +14,6 @@ Images of models under 128 pixels are enlarged (pixel replication) in every file
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -24,16 +23,11 @@ import torch
 
 from dnnlib.util import UserError, atomic_path
 from dnnlib.progress import bar as progress_bar
+from training.run_config import RunConfig
 from training.sampling import crop_ratio, save_npy, save_png, z_from_seeds
 from training.visualize import (MIX_COLS, MIX_ROWS, enlarge, has_attention, interpolations, labels_for, noise_std,
                         noise_variance_image, sample_visuals, strip, style_mixing, view_factor)
 
-# flag attribute -> what it produces; the order is the order of work.
-VIS_TYPES = {
-    "vis_images": "images", "vis_latents": "latents", "vis_maps": "maps", "vis_layer_maps": "layer_maps",
-    "vis_interpolations": "interpolations", "vis_noise_var": "noise_var", "vis_style_mix": "style_mix",
-}
-DEFAULT_TYPES = ("images", "latents", "maps", "interpolations", "noise_var")   # the seed's set for a bare --vis
 OUTPUTS = {
     "images": ["images"], "latents": ["latents-z", "latents-w"], "maps": ["maps", "softmaps", "blends", "softblends"],
     "layer_maps": ["layer_maps"], "interpolations": ["interpolations-z", "interpolations-w"],
@@ -45,49 +39,15 @@ NOISE_SAMPLES = 100
 GIF_FRAME_MS = 100
 
 
-def add_vis_flags(parser: argparse.ArgumentParser) -> None:
-    """The seed's visualisation flags (run_network.py already has --truncation-psi and --keep-samples)."""
-    g = parser.add_argument_group("visualisation")
-    g.add_argument("--vis-images", action="store_true", help="save image samples")
-    g.add_argument("--vis-latents", action="store_true", help="save z and w of each sample as .npy")
-    g.add_argument("--vis-maps", action="store_true", help="save soft and hard attention maps of the last layer "
-                   "and their blends with the image")
-    g.add_argument("--vis-layer-maps", action="store_true", help="save hard attention maps of every layer and head")
-    g.add_argument("--vis-interpolations", action="store_true", help="slerp in z and lerp in w: PNG strips and GIFs")
-    g.add_argument("--vis-noise-var", action="store_true", help="per-pixel variation caused by the local noise")
-    g.add_argument("--vis-style-mix", action="store_true", help="layer-mixing and component-mixing tables")
-    g.add_argument("--blending-alpha", type=float, default=0.3, help="image weight in map blends")
-    g.add_argument("--interpolation-density", type=int, default=8, help="frames per interpolation (end points incl.)")
-    g.add_argument("--vis-num", type=int, default=100, help="number of samples")
-    g.add_argument("--vis-rich-num", type=int, default=5,
-                   help="samples that also get layer maps and interpolations")
-    g.add_argument("--vis-section-size", type=int, default=100, help="latents drawn at once (memory bound)")
-    g.add_argument("--vis-batch-size", type=int, default=None,
-                   help="images per forward pass (default: --batch-gpu, else 8)")
-
-
-def selected_types(args: argparse.Namespace) -> list[str]:
-    """Requested visualisations; a bare --vis (no --vis-* flag) gives the seed's default set."""
-    chosen = [name for flag, name in VIS_TYPES.items() if getattr(args, flag, False)]
-    if not chosen and getattr(args, "vis", False):
-        chosen = list(DEFAULT_TYPES)
-    return chosen
-
-
-def _options(args: argparse.Namespace) -> dict:
-    """Validated settings from the flags (one-line errors)."""
-    from training.options import dataset_ratio
-    batch = args.vis_batch_size or getattr(args, "batch_gpu", None) or 8
-    o = dict(num=args.vis_num, rich=min(args.vis_rich_num, args.vis_num), section=args.vis_section_size,
-             batch=batch, alpha=args.blending_alpha, density=args.interpolation_density,
-             psi=getattr(args, "truncation_psi", 0.75), ratio=dataset_ratio(args),
-             keep=getattr(args, "keep_samples", True))
-    if o["num"] < 1 or o["section"] < 1 or o["batch"] < 1 or args.vis_rich_num < 0:
-        raise UserError("--vis-num, --vis-section-size and --vis-batch-size must be >= 1, --vis-rich-num >= 0")
+def _options(run: RunConfig) -> dict:
+    """Validated settings of the run's visualisations (one-line errors)."""
+    v = run.vis
+    v.validate()
+    o = dict(num=v.num, rich=min(v.rich_num, v.num), section=v.section_size, batch=v.batch_size or run.train.batch_gpu,
+             alpha=run.train.blending_alpha, density=v.interpolation_density, psi=run.train.truncation_psi,
+             ratio=run.image_ratio(), keep=run.train.keep_samples)
     if not 0 <= o["alpha"] <= 1:
         raise UserError(f"--blending-alpha must be in [0, 1], got {o['alpha']}")
-    if o["density"] < 2:
-        raise UserError(f"--interpolation-density must be >= 2, got {o['density']}")
     if not 0 < o["ratio"] <= 1:
         raise UserError(f"--ratio must be in (0, 1], got {o['ratio']}")
     return o
@@ -107,16 +67,16 @@ def _crop(images: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.from_numpy(np.stack([crop_ratio(im, ratio) for im in images.numpy()]))
 
 
-def run_visualizations(args: argparse.Namespace, G: torch.nn.Module, out_dir: str | Path,
+def run_visualizations(run: RunConfig, G: torch.nn.Module, out_dir: str | Path,
                        device: torch.device | str) -> dict[str, Path]:
-    """Compute the requested visualisations of G in batches and save them under out_dir.
+    """Compute the run's visualisations (run.vis.types) of G in batches and save them under out_dir.
 
     Returns {type: where its files are}. The generator must be in eval mode on `device`.
     """
-    types = selected_types(args)
+    types = list(run.vis.types)
     if not types:
         return {}
-    o, out_dir = _options(args), Path(out_dir)
+    o, out_dir = _options(run), Path(out_dir)
     o["view"] = view_factor(G.img_resolution)         # maps, strips and tables of small models are enlarged
     has_att = has_attention(G)
     for t in ("maps", "layer_maps"):

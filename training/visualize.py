@@ -146,9 +146,7 @@ def synthesize(G: torch.nn.Module, z: Optional[torch.Tensor] = None, c: Optional
     The same computation as `G(z, c)` in eval mode, but the maps stay at their own resolution
     (G(return_att=True) up-samples every layer to R², too large at 1024²).
     """
-    if ws is None:
-        ws = G.mapping(z, c, pos=G.pos, truncation_psi=truncation_psi)
-    img, maps = G.synthesis(ws, pos=G.pos, noise_mode=noise_mode)
+    img, ws, maps = G.generate(z, c, ws, noise_mode=noise_mode, truncation_psi=truncation_psi)
     return img, maps, ws
 
 
@@ -222,7 +220,7 @@ def interpolations(G: torch.nn.Module, z0: torch.Tensor, z1: torch.Tensor, c: Op
     t = torch.linspace(0, 1, density)
     z = torch.stack([z0, z1]).to(device)
     cc = None if c is None else c.reshape(1, -1).expand(2, -1).to(device)
-    ws = G.mapping(z, cc, pos=G.pos, truncation_psi=truncation_psi)          # [2, K+1, num_ws, d]
+    ws = G.map(z, cc, truncation_psi=truncation_psi)          # [2, K+1, num_ws, d]
     return {"z": render(G, batch_size, z=slerp(z[0], z[1], t), c=cc[:1] if cc is not None else None,
                         truncation_psi=truncation_psi),
             "w": render(G, batch_size, ws=lerp(ws[0], ws[1], t))}
@@ -311,7 +309,7 @@ def style_mixing(G: torch.nn.Module, z: torch.Tensor, c: Optional[torch.Tensor],
                  batch_size: int = 8, cols: int = MIX_COLS) -> dict[str, torch.Tensor]:
     """Layer- and component-mixing tables from z [cols + rows, K+1, d]: {'layer','component': uint8 HWC}."""
     device = next(G.parameters()).device
-    ws = G.mapping(z.to(device), None if c is None else c.to(device), pos=G.pos, truncation_psi=truncation_psi)
+    ws = G.map(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi)
     sources = render(G, batch_size, ws=ws)
     out = {}
     for kind in ("layer", "component"):

@@ -33,9 +33,8 @@ from training.data.writer import (
     completed_manifest,
     read_json,
 )
+from training.data import SCENES
 from training.data.scenes import SCENES_DEFAULT_IMAGES
-
-SCENES = "scenes"
 
 
 def dataset_path(data_dir: str | os.PathLike, name: str) -> Path:
@@ -313,12 +312,7 @@ def ensure_scenes(data_dir: str | os.PathLike, resolution: int = 64, num_images:
     return path
 
 
-def load_dataset(data_dir: str | os.PathLike, name: str, *, resolution: int | None = None,
-                 auto_scenes: bool = True, **kwargs) -> ImageDataset:
-    """Open dataset `name` under `data_dir` (ImageDataset kwargs pass through).
-
-    `scenes` is generated on first use when `auto_scenes` is set (run_network.py --dataset scenes).
-    """
-    if name == SCENES and auto_scenes:
-        ensure_scenes(data_dir, resolution or 64)
+def load_dataset(data_dir: str | os.PathLike, name: str, *, resolution: int | None = None, **kwargs) -> ImageDataset:
+    """Open dataset `name` under `data_dir` (ImageDataset kwargs pass through). Reading never writes:
+    `scenes` is rendered by an explicit ensure_scenes() step (run_network.py does it for --dataset scenes)."""
     return ImageDataset(dataset_path(data_dir, name), resolution=resolution, **kwargs)

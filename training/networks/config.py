@@ -1,4 +1,4 @@
-"""Typed network configurations, presets, and JSON (de)serialisation.
+"""Typed network configurations and their JSON (de)serialisation (presets: training/networks/presets.py).
 
 A configuration fully determines a network's architecture; it is saved beside the weights as JSON.
 Unknown keys are an error, never silently ignored.
@@ -6,7 +6,6 @@ Unknown keys are an error, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, TypeVar
 
@@ -201,68 +200,6 @@ def _nested_type(f: dataclasses.Field) -> Optional[type]:
         if f.type in (cls, cls.__name__):
             return cls
     return None
-
-
-def dumps(cfg: Any) -> str:
-    return json.dumps(to_dict(cfg), indent=1, sort_keys=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Presets: the baselines and the GANformer are configurations of the same blocks.
-
-PRESETS = ("GANformer", "StyleGAN2", "GAN", "kGAN", "SAGAN")
-
-
-def generator_preset(name: str, resolution: int = 256, latent_size: Optional[int] = None,
-                     components_num: Optional[int] = None, **overrides: Any) -> GeneratorConfig:
-    """A generator configuration by preset name (the seed's --baseline / --ganformer-default).
-
-    `latent_size` is the total latent size, divided over the local components (spec §1).
-    """
-    if name == "GANformer":
-        K = 16 if components_num is None else components_num
-        total = 512 if latent_size is None else latent_size
-        cfg = GeneratorConfig(
-            img_resolution=resolution, z_dim=total // K, components_num=K,
-            mapping=MappingConfig(resnet=True, ltnt2ltnt=True, use_pos=True),
-            synthesis=SynthesisConfig(
-                architecture="resnet", transformer=True,
-                attention=AttentionConfig(norm="layer", integration="mul", kmeans=True, use_pos=True)))
-    elif name == "StyleGAN2":
-        cfg = GeneratorConfig(img_resolution=resolution, z_dim=latent_size or 512)
-    elif name == "GAN":
-        cfg = GeneratorConfig(img_resolution=resolution, z_dim=latent_size or 512,
-                              synthesis=SynthesisConfig(style=False, latent_stem=True))
-    elif name == "kGAN":
-        K = 8 if components_num is None else components_num
-        total = 512 if latent_size is None else latent_size
-        cfg = GeneratorConfig(img_resolution=resolution, z_dim=total // K, components_num=K,
-                              synthesis=SynthesisConfig(kgan=True, merge_res=5, merge_type="softmax"))
-    elif name == "SAGAN":
-        cfg = GeneratorConfig(img_resolution=resolution, z_dim=latent_size or 512,
-                              synthesis=SynthesisConfig(style=False, latent_stem=True,
-                                                        img2img_res=min(5, _log2(resolution))))
-    else:
-        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    for key, value in overrides.items():
-        _set_path(cfg, key, value)
-    cfg.validate()
-    return cfg
-
-
-def _log2(x: int) -> int:
-    return x.bit_length() - 1
-
-
-def _set_path(cfg: Any, path: str, value: Any) -> None:
-    """Set a dotted field path, e.g. 'synthesis.attention.num_heads'."""
-    *parents, leaf = path.split(".")
-    obj = cfg
-    for p in parents:
-        obj = getattr(obj, p)
-    if not any(f.name == leaf for f in fields(obj)):
-        raise UserError(f"unknown config field {path!r}")
-    setattr(obj, leaf, value)
 
 
 def channels_at(res: int, base: int, cmax: int) -> int:

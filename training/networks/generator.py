@@ -17,8 +17,12 @@ __all__ = ["Generator", "Discriminator"]
 class Generator(nn.Module):
     """z [B, K+1, d] (local latents first, global last) -> image [B, C, R, R].
 
-    `G(z)` returns the image; with `return_att` / `return_ws` it returns a tuple
-    (img[, att][, ws]) like the official port, att being [B, K, L, N, R, R].
+    Generation goes through the generator's own methods, which own the latent position embeddings,
+    the component-dropout mask, style/component mixing and truncation:
+      `map(z, c)` -> ws [B, K+1, num_ws, d];  `synthesize(ws)` -> (img, maps);
+      `generate(z, c)` -> (img, ws, maps), both halves with one dropout mask (training).
+    `G(z)` returns the image; with `return_att` / `return_ws` it returns a tuple (img[, att][, ws]) like the
+    official port, att being [B, K, L, N, R, R].
     """
 
     def __init__(self, cfg: GeneratorConfig):
@@ -46,6 +50,54 @@ class Generator(nn.Module):
             return None
         return (torch.rand([batch, self.K], device=device) >= p).float()
 
+    def map(self,
+            z: torch.Tensor,                                # [B, K+1, d]
+            c: Optional[torch.Tensor] = None,               # [B, c_dim]
+            truncation_psi: float = 1.0,
+            truncation_cutoff: Optional[int] = None,
+            update_w_avg: Optional[bool] = None,            # None = in training mode
+            mask: Optional[torch.Tensor] = None,            # [B, K] component dropout
+            style_mixing: float = 0.0,                      # probability of mixing a second z from a random slot on
+            component_mixing: float = 0.0) -> torch.Tensor:  # probability of swapping components [cut:K]
+        """z -> ws [B, K+1, num_ws, d]. The mixing latents (spec §8) never update the tracked w average."""
+        kw = dict(pos=self.pos, mask=mask, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        ws = self.mapping(z, c, update_w_avg=update_w_avg, **kw)
+        if self.num_ws > 1 and style_mixing > 0 and torch.rand([]).item() < style_mixing:
+            cut = int(torch.randint(1, self.num_ws, []).item())
+            ws2 = self.mapping(torch.randn_like(z), c, update_w_avg=False, **kw)
+            ws = torch.cat([ws[:, :, :cut], ws2[:, :, cut:]], dim=2)
+        if self.K > 1 and component_mixing > 0 and torch.rand([]).item() < component_mixing:
+            cut = int(torch.randint(1, self.K, []).item())
+            ws2 = self.mapping(torch.randn_like(z), c, update_w_avg=False, **kw)
+            ws = torch.cat([ws[:, :cut], ws2[:, cut:self.K], ws[:, self.K:]], dim=1)
+        return ws
+
+    def synthesize(self,
+                   ws: torch.Tensor,                        # [B, K+1, num_ws, d]
+                   mask: Optional[torch.Tensor] = None,     # [B, K] component dropout
+                   noise_mode: str = "random",
+                   fused_modconv: Optional[bool] = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """ws -> image [B, C, R, R] and the attention maps, one [B, N, K, r, r] per layer."""
+        return self.synthesis(ws, pos=self.pos, mask=mask, noise_mode=noise_mode, fused_modconv=fused_modconv)
+
+    def generate(self,
+                 z: Optional[torch.Tensor] = None,          # [B, K+1, d]
+                 c: Optional[torch.Tensor] = None,
+                 ws: Optional[torch.Tensor] = None,         # [B, K+1, num_ws, d]: skip the mapping
+                 noise_mode: str = "random",
+                 fused_modconv: Optional[bool] = None,
+                 **map_kwargs) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(image, ws, attention maps); in training one component-dropout mask serves mapping and synthesis."""
+        if ws is None:
+            if z is None:
+                raise ValueError("pass z or ws")
+            mask = self.component_mask(z.shape[0], z.device)
+            ws = self.map(z, c, mask=mask, **map_kwargs)
+        else:
+            mask = self.component_mask(ws.shape[0], ws.device)
+        img, maps = self.synthesize(ws, mask=mask, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        return img, ws, maps
+
     def forward(self,
                 z: Optional[torch.Tensor] = None,           # [B, K+1, d]
                 c: Optional[torch.Tensor] = None,           # [B, c_dim]
@@ -57,15 +109,9 @@ class Generator(nn.Module):
                 return_att: bool = False,
                 return_ws: bool = False,
                 update_w_avg: Optional[bool] = None) -> Union[torch.Tensor, tuple]:
-        if ws is None:
-            if z is None:
-                raise ValueError("pass z or ws")
-            mask = self.component_mask(z.shape[0], z.device)
-            ws = self.mapping(z, c, pos=self.pos, mask=mask, truncation_psi=truncation_psi,
-                              truncation_cutoff=truncation_cutoff, update_w_avg=update_w_avg)
-        else:
-            mask = self.component_mask(ws.shape[0], ws.device)
-        img, maps = self.synthesis(ws, pos=self.pos, mask=mask, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        img, ws, maps = self.generate(z, c, ws, noise_mode=noise_mode, fused_modconv=fused_modconv,
+                                      truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                                      update_w_avg=update_w_avg)
         if not (return_att or return_ws):
             return img
         out: tuple = (img,)

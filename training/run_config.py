@@ -1,0 +1,120 @@
+"""The typed run configuration: what one `run_network.py` command asks for (spec §7).
+
+training/options.py builds a RunConfig from the command line, once; everything downstream (train_cli,
+eval_cli, vis_cli) reads this object and never sees argparse. Every default lives in these dataclasses
+(or, for the networks, in training/networks/config.py); presets (training/networks/presets.py) replace
+defaults, explicit flags replace presets. This module imports no torch, so `--help` stays instant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dnnlib.util import UserError
+from training.data import SCENES
+
+DATASET_RATIO = {"clevr": 0.75, "bedrooms": 188 / 256, "cityscapes": 0.5, "ffhq": 1.0}   # image height / width
+# Visualisation types in order of work; a bare --vis makes the seed's default set.
+VIS_TYPES = ("images", "latents", "maps", "layer_maps", "interpolations", "noise_var", "style_mix")
+DEFAULT_VIS_TYPES = ("images", "latents", "maps", "interpolations", "noise_var")
+G_LOSSES = ("logistic_ns", "logistic", "hinge", "wgan")
+D_LOSSES = ("logistic", "hinge", "wgan")
+
+
+@dataclass
+class LossConfig:
+    g_loss: str = "logistic_ns"         # Generator loss: logistic_ns / logistic / hinge / wgan.
+    d_loss: str = "logistic"            # Discriminator loss: logistic / hinge / wgan.
+    r1_gamma: float = 10.0              # R1 weight (gamma / 2 * |grad D(x)|^2 on reals).
+    style_mixing: float = 0.9           # Probability of mixing two latents at a random layer slot.
+    component_mixing: float = 0.0       # Probability of swapping the latent components [cut:] instead.
+    pl_weight: float = 0.0              # Path-length regularisation weight (0 = off).
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+
+
+@dataclass
+class TrainOptions:
+    run_dir: str = ""                     # Results of this run (chosen by train_cli: new folder or resume).
+    data_dir: str = "datasets"
+    dataset: str = SCENES
+    resolution: int = 256
+    mirror: bool = False                  # Horizontal flips (dataset doubled with mirrored copies).
+    max_images: Optional[int] = None      # Train on a fixed subset of this many images.
+    batch_size: int = 32                  # Global batch (all ranks together).
+    batch_gpu: int = 4                    # Per-rank chunk; gradients are accumulated over chunks.
+    total_kimg: float = 25000             # Training length in thousands of real images.
+    kimg_per_tick: float = 8              # Progress line every N kimg.
+    snapshot_ticks: int = 3               # Snapshots, samples and metrics every N ticks.
+    state_minutes: float = 10.0           # Also a snapshot and training state every N minutes (0 = off).
+    status_seconds: float = 10.0          # Status line inside a tick at most every N seconds.
+    num_threads: int = 0                  # torch CPU threads per process (0 = leave as is).
+    g_lr: float = 0.002
+    d_lr: float = 0.002
+    g_reg_interval: int = 4
+    d_reg_interval: int = 16
+    ema_kimg: float = 10.0                # EMA half-life.
+    ema_rampup: Optional[float] = None    # Half-life <= cur_nimg * rampup early on (None = off).
+    seed: int = 0
+    mixed_precision: bool = True          # bf16 autocast on GPUs that support it.
+    truncation_psi: float = 0.75          # For sample grids and visualisations only.
+    keep_samples: bool = True             # Keep every sample grid (False = overwrite the latest).
+    summarize: bool = True                # TensorBoard event files.
+    last_snapshots: int = 10
+    grid_size: tuple = (3, 2)             # Sample grid columns x rows.
+    blending_alpha: float = 0.3           # Image weight where attention maps are blended with images.
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class VisOptions:
+    types: tuple = ()                     # Requested visualisations (VIS_TYPES); empty = none.
+    num: int = 100                        # Samples (seeds 0..num-1).
+    rich_num: int = 5                     # Samples that also get layer maps and interpolations.
+    section_size: int = 100               # Latents drawn at once (memory bound).
+    batch_size: Optional[int] = None      # Images per forward pass; None = the training --batch-gpu.
+    interpolation_density: int = 8        # Frames per interpolation, end points included.
+
+    def validate(self) -> None:
+        if self.num < 1 or self.section_size < 1 or (self.batch_size is not None and self.batch_size < 1) \
+                or self.rich_num < 0:
+            raise UserError("--vis-num, --vis-section-size and --vis-batch-size must be >= 1, --vis-rich-num >= 0")
+        if self.interpolation_density < 2:
+            raise UserError(f"--interpolation-density must be >= 2, got {self.interpolation_density}")
+
+
+@dataclass
+class RunConfig:
+    mode: str = "summary"                 # train / eval / vis / summary (print the networks the flags describe).
+    expname: str = "exp"                  # Run folders are <result_dir>/<expname>-NNN.
+    dataset: Optional[str] = None         # A folder under data_dir (or "scenes", built in).
+    data_dir: str = "datasets"
+    result_dir: str = "results"
+    gpus: str = "0"                       # Comma-separated GPU indices.
+    resolution: Optional[int] = None      # None = 64 for scenes, else 256 (fine-tuning: the model's).
+    ratio: Optional[float] = None         # Image height / width; None = per dataset (DATASET_RATIO).
+    pretrained_pkl: Optional[str] = None  # Model to fine-tune or evaluate.
+    restart: bool = False                 # New run folder instead of resuming the latest.
+    num_threads: Optional[int] = None     # torch CPU threads per process; None = the cores free at start.
+    metrics: str = "fid"                  # Comma-separated metrics at snapshots and with --eval; none = skip.
+    eval_images_num: int = 50000          # Images per metric.
+    preset: Optional[str] = None          # A key of training/networks/presets.PRESETS.
+    model: dict[str, Any] = field(default_factory=dict)   # Model options: the preset's for the dataset, then flags.
+    train: TrainOptions = field(default_factory=TrainOptions)
+    vis: VisOptions = field(default_factory=VisOptions)
+
+    def image_resolution(self) -> int:
+        if self.resolution is not None:
+            return self.resolution
+        return 64 if self.dataset == SCENES else 256
+
+    def image_ratio(self) -> float:
+        if self.ratio is not None:
+            return self.ratio
+        return DATASET_RATIO.get((self.dataset or "").lower(), 1.0)
+
+    def network_configs(self, resolution: Optional[int] = None, c_dim: int = 0):
+        """(GeneratorConfig, DiscriminatorConfig) from the model options; unset ones keep the dataclass defaults."""
+        from training.networks.presets import network_configs
+
+        return network_configs(self.model, resolution or self.image_resolution(), c_dim)
