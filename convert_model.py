@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dnnlib.cli import FlagParser
 from dnnlib.util import UserError, cli_main
 from training.checkpoint import load_networks, save_checkpoint
 
@@ -23,7 +24,7 @@ NETS = ("G", "D", "G_ema")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Convert a GANformer model into our checkpoint format.",
+    p = FlagParser(description="Convert a GANformer model into our checkpoint format.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="source: TF/PyTorch snapshot .pkl, gdrive:<name>, "
                    "official PyTorch reference folder, or our .safetensors checkpoint")

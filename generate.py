@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib.cli import FlagParser
-from dnnlib.util import UserError, cli_main
+from dnnlib.util import UserError, check_number, cli_main
 from training.checkpoint import load_generator
 from training.sampling import (crop_ratio, load_latents, parse_seeds, pick_device, save_npy, save_png,
                                to_uint8, z_from_seeds)
@@ -73,8 +73,11 @@ def read_latents(path: str, k: int, dim: int) -> tuple[torch.Tensor, list[str]]:
             raise UserError(f"latents in {p} must hold one finite [{k}, {dim}] array per file")
         return z, [f"sample_{f.stem}.png" for f in files]
     if p.suffix == ".npy" and p.is_file():
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
-        if tuple(arr.shape) == (k, dim):          # one sample, as --vis-latents writes it
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:        # object arrays (pickles), truncated files
+            raise UserError(f"cannot read latents from {p}: {e}") from None
+        if tuple(arr.shape) == (k, dim) and arr.dtype.kind in "fiu":   # one sample, as --vis-latents writes it
             z = torch.from_numpy(np.array(arr, np.float32))[None]
             if not torch.isfinite(z).all():
                 raise UserError(f"latents in {p} contain NaN or Inf")
@@ -101,10 +104,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--images-num must be >= 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    if not 0 < args.ratio <= 1:
-        raise UserError(f"--ratio must be in (0, 1], got {args.ratio}")
-    if not 0 <= args.blending_alpha <= 1:
-        raise UserError(f"--blending-alpha must be in [0, 1], got {args.blending_alpha}")
+    check_number("--ratio", args.ratio, 0, 1, lo_open=True)
+    check_number("--blending-alpha", args.blending_alpha, 0, 1)
+    check_number("--truncation-psi", args.truncation_psi)
     if args.latents and args.latents_w:
         raise UserError("pass --latents or --latents-w, not both")
 
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> None:
     if args.attention and not has_attention(G):
         raise UserError("--attention: this model has no attention layers")
 
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)     # a file in the way fails here, before any work
     raw = []
     done = 0
     torch.manual_seed(0)   # noise_mode=random stays reproducible run to run

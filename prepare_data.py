@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output resolution, a power of two (default: scenes 64, custom: nearest to the images)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="decoding/rendering processes (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="rebuild datasets that are already complete")
+    p.add_argument("--force", action="store_true", help="rebuild datasets that are already complete, or replace "
+                   "a different dataset of the same name")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="custom datasets: 1 (grey) or 3 (colour); default: 3 if any image is in colour")
     p.add_argument("--preview", action="store_true", help="write preview.png, a grid of 32 images, into each "
                    "dataset's folder (with --task NAME alone: of the prepared dataset NAME)")
     return p
@@ -133,7 +136,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict | None:
     source = sources.open_source(fmt, args.images_dir, tfds_dir=Path(args.data_dir) / ".tfds")
     labels = load_labels_file(args.labels) if args.labels else None
     return convert(source, root, name=task, ratio=args.ratio, resolution=args.resolution, max_images=args.max_images,
-                   shards_num=args.shards_num, labels=labels, workers=args.workers, force=args.force)
+                   shards_num=args.shards_num, labels=labels, workers=args.workers, force=args.force,
+                   channels=args.channels)
 
 
 def describe(s: dict) -> str:
@@ -141,6 +145,8 @@ def describe(s: dict) -> str:
     where = f"{s['count']:,} images ({s['resolution']}x{s['resolution']}, {s['channels']} channel"
     where += f"{'s' if s['channels'] > 1 else ''}, {s['shards']} shard{'s' if s['shards'] > 1 else ''}, "
     where += f"{s['bytes'] / 2**20:,.1f} MiB) in {s['path']}"
+    if s.get("channels_from"):
+        where += f" [channels: {s['channels_from']}]"
     if s["already"]:
         return f"{s['name']}: already prepared: {where} (--force rebuilds it)"
     skipped = sum(s["skipped"].values())

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from .util import UserError
@@ -236,7 +237,7 @@ def extract(archive: str | os.PathLike, folder: str | os.PathLike, progress: boo
     try:
         if zipfile.is_zipfile(archive):
             _extract_zip(archive, tmp, progress)
-        elif tarfile.is_tarfile(archive):
+        elif _is_tar(archive):
             _extract_tar(archive, tmp, progress)
         else:
             raise UserError(f"{archive} is not a zip or tar archive")
@@ -247,6 +248,13 @@ def extract(archive: str | os.PathLike, folder: str | os.PathLike, progress: boo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _is_tar(archive: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(archive)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:     # a truncated .tar.gz fails already here
+        raise UserError(f"corrupt archive {archive}: {e}") from None
 
 
 def _extract_zip(archive: Path, dest: Path, progress: bool) -> None:
@@ -273,5 +281,5 @@ def _extract_tar(archive: Path, dest: Path, progress: bool) -> None:
                 for m in members:
                     tf.extract(m, dest, **kwargs)
                     bar.update(m.size)
-    except (tarfile.TarError, EOFError) as e:
+    except (tarfile.TarError, EOFError, zlib.error) as e:
         raise UserError(f"corrupt or unsafe archive {archive}: {e}") from None

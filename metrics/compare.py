@@ -21,6 +21,7 @@ import PIL.Image
 import torch
 
 from dnnlib import util
+from dnnlib.cli import FlagParser
 
 from .metric_main import MetricOptions, compute_metrics, format_result, list_metrics
 from .metric_utils import ImageSource, hash_files
@@ -92,7 +93,7 @@ class ImageFolder:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m metrics.compare", description=__doc__.split("\n\n")[0])
+    p = FlagParser(prog="python -m metrics.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("dir_a", help="reference images (folder or zip), the 'reals'")
     p.add_argument("dir_b", help="images to evaluate (folder or zip), the 'fakes'")
     p.add_argument("--metrics", default="fid", help=f"comma-separated, from: {', '.join(list_metrics())}")

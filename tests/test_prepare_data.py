@@ -105,8 +105,8 @@ def test_png_modes_16bit_palette_rgba(tmp_path):
     PIL.Image.fromarray(_arrays(1)[0]).convert("P").save(src / "c.png")
     assert run("--task", "m", "--images-dir", src, "--data-dir", tmp_path / "d") == 0
     images, _, m = _stored(tmp_path / "d", "m")
-    assert m["channels"] == 1 and images.shape == (3, 1, 8, 8)        # first image decides: grey
-    assert np.all(images[0] == 100) and np.all(np.abs(images[1].astype(int) - round(0.587 * 100)) <= 1)
+    assert m["channels"] == 3 and images.shape == (3, 3, 8, 8)        # one colour image makes it colour
+    assert np.all(images[0] == 100) and np.all(np.abs(images[1][1].astype(int) - 100) <= 1) and images[1][0].max() == 0
 
 
 def test_npy_round_trip_with_labels(tmp_path):

@@ -120,3 +120,20 @@ def test_offline_says_where_to_put_the_file(tmp_path, monkeypatch) -> None:
     # Put by hand where the message says: then it loads without any network.
     shutil.copy(SOURCE, dest)
     assert "G_ema" in load_networks(NAME)
+
+
+def test_first_download_recorded_and_verified_on_later_use(server, tmp_path) -> None:
+    """gdrive: files have no published checksum: size and SHA-256 are recorded on first download, and a
+    cached file that changed since is refused (one line) instead of being imported."""
+    import json
+
+    path = pretrained.fetch(NAME, progress=False)
+    rec = json.loads(pretrained.record_path(path).read_text())
+    assert rec == {"size": SOURCE.stat().st_size, "sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest()}
+    assert pretrained.fetch(NAME, progress=False) == path           # unchanged: accepted, not downloaded again
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF                                     # same size, one byte flipped
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="changed since its first download") as e:
+        load_networks(NAME)
+    assert "\n" not in str(e.value) and len(_Handler.requests) == 1

@@ -86,10 +86,15 @@ def read_checkpoint(path: str | os.PathLike, fmt: str = FORMAT, rest: Optional[d
     path = Path(path)
     what = "GANformer checkpoint" if fmt == FORMAT else "training state"
     meta, flat = read_safetensors(path, fmt, what)
-    version = int(meta.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise UserError(f"{path} has checkpoint format {version}; this code reads up to {FORMAT_VERSION}")
-    configs = json.loads(meta["configs"])
+    try:
+        version = int(meta.get("format_version", "0"))
+        configs, extra = json.loads(meta["configs"]), json.loads(meta.get("extra", "{}"))
+        if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+            raise ValueError("configs is not an object of objects")
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{path}: damaged {what} metadata ({type(e).__name__}: {e})") from None
+    if not 1 <= version <= FORMAT_VERSION:
+        raise UserError(f"{path} has checkpoint format {version}; this code reads 1 to {FORMAT_VERSION}")
     states: dict[str, dict[str, torch.Tensor]] = {name: {} for name in configs}
     others: dict[str, torch.Tensor] = {}
     for key, value in flat.items():
@@ -102,19 +107,37 @@ def read_checkpoint(path: str | os.PathLike, fmt: str = FORMAT, rest: Optional[d
             raise UserError(f"{path}: tensor {key} belongs to no network in the checkpoint")
     if rest is not None:
         rest.update(meta=meta, tensors=others)
-    return states, configs, json.loads(meta.get("extra", "{}"))
+    return states, configs, extra
 
 
 def _build(name: str, cfg: dict, state: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
-    if name == "D":
-        net: torch.nn.Module = Discriminator(from_dict(DiscriminatorConfig, cfg))
-    else:
-        net = Generator(from_dict(GeneratorConfig, cfg))
-    result = net.load_state_dict(state, strict=False)
+    if name not in ("G", "D", "G_ema"):
+        raise UserError(f"{where}: unknown network {name!r} in the checkpoint")
+    config = from_dict(DiscriminatorConfig if name == "D" else GeneratorConfig, cfg, f" of {name}")
+    config.validate()                              # bounds the size before anything is allocated
+    net: torch.nn.Module = Discriminator(config) if name == "D" else Generator(config)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:                       # shape mismatches
+        raise UserError(f"{where}: {name} weights do not fit its config ({_first_line(e)})") from None
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"{where}: {name} weights do not fit its config (missing {result.missing_keys[:3]}, "
                         f"unexpected {result.unexpected_keys[:3]})")
     return net
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]) if lines else type(e).__name__
+
+
+def check_finite(nets: Mapping[str, Any], where: str) -> None:
+    """UserError if any weight or buffer of these networks is NaN or Inf (such a model draws garbage)."""
+    from training.snapshots import first_nonfinite
+    bad = first_nonfinite({f"{n}.{k}": v for n, net in nets.items() if isinstance(net, torch.nn.Module)
+                           for k, v in net.state_dict().items()})
+    if bad:
+        raise UserError(f"{where}: {bad} holds NaN or Inf; refusing a non-finite model")
 
 
 def latest_snapshot(folder: str | os.PathLike) -> Optional[Path]:
@@ -124,7 +147,7 @@ def latest_snapshot(folder: str | os.PathLike) -> Optional[Path]:
     return max(found)[1] if found else None
 
 
-def load_networks(source: str | os.PathLike) -> dict[str, Any]:
+def _load_any(source: str | os.PathLike) -> dict[str, Any]:
     """Load networks from any supported source; returns a dict with some of G, D, G_ema and 'extra'.
 
     Sources: our checkpoint (.safetensors), a run folder (its latest snapshot), an official PyTorch
@@ -169,6 +192,13 @@ def state_beside(snapshot: Path) -> Optional[Path]:
     m = SNAPSHOT_RE.search(snapshot.name)
     state = snapshot.with_name(f"training-state-{m.group(1)}.safetensors") if m else None
     return state if state is not None and state.is_file() else None
+
+
+def load_networks(source: str | os.PathLike) -> dict[str, Any]:
+    """Load networks from any supported source (see _load_any); refuses weights with NaN or Inf."""
+    nets = _load_any(source)
+    check_finite(nets, str(source))
+    return nets
 
 
 def load_generator(source: str | os.PathLike, device: torch.device | str = "cpu") -> Generator:

@@ -50,7 +50,14 @@ def launch(fn: Callable, world_size: int, args: tuple, backend: str) -> None:
     if world_size == 1:
         fn(Dist(), *args)
         return
-    torch.multiprocessing.spawn(_worker, args=(world_size, free_port(), backend, fn, args), nprocs=world_size)
+    try:
+        torch.multiprocessing.spawn(_worker, args=(world_size, free_port(), backend, fn, args), nprocs=world_size)
+    except torch.multiprocessing.ProcessRaisedException as e:
+        from dnnlib.util import UserError
+        tail = str(e).strip().splitlines()[-1]
+        if "UserError: " in tail:                  # a worker's one-line error stays one line
+            raise UserError(tail.split("UserError: ", 1)[1]) from None
+        raise
 
 
 def sync_params(module: torch.nn.Module, world_size: int) -> None:

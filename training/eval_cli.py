@@ -10,12 +10,12 @@ from training.run_config import SCENES, RunConfig
 from training.sampling import pick_device
 
 
-def _source(run: RunConfig) -> tuple[str, Path, str]:
-    """(model source, output folder, snapshot name) for --pretrained-pkl or the latest run of --expname."""
+def _source(run: RunConfig) -> tuple[str, Path | None, str]:
+    """(model source, output folder or None = a new run folder, snapshot name) for --pretrained-pkl or the
+    latest run of --expname. Nothing is created here: the model loads first."""
     runs = snapshots.find_runs(run.result_dir, run.expname)
     if run.pretrained_pkl:
-        out = runs[-1] if runs else snapshots.new_run_dir(run.result_dir, run.expname)
-        return run.pretrained_pkl, out, Path(str(run.pretrained_pkl)).name
+        return run.pretrained_pkl, runs[-1] if runs else None, Path(str(run.pretrained_pkl)).name
     for folder in reversed(runs):
         snap = latest_snapshot(folder)
         if snap is not None:
@@ -31,18 +31,18 @@ def evaluate_cli(run: RunConfig) -> None:
         parse_metric_names(metrics)
         if not run.dataset:
             raise UserError("metrics need the real images: pass --dataset (or --metrics none)")
-    if run.eval_images_num < 2:
-        raise UserError("--eval-images-num must be >= 2")
     source, out_dir, name = _source(run)
     device = pick_device(run.gpus)
     G = load_generator(source, device)
-    print(f"evaluating {source} -> {out_dir}")
     if metrics != "none":
         from training.data.dataset import ensure_scenes, load_dataset
-        from training.evaluate import evaluate
         if run.dataset == SCENES:
             ensure_scenes(run.data_dir, G.img_resolution)
         dataset = load_dataset(run.data_dir, run.dataset, resolution=G.img_resolution)
+    out_dir = out_dir or snapshots.new_run_dir(run.result_dir, run.expname)
+    print(f"evaluating {source} -> {out_dir}")
+    if metrics != "none":
+        from training.evaluate import evaluate
         evaluate(G, metrics, dataset, run.eval_images_num, device, out_dir, snapshot=name)
     if run.vis.types:
         from training.vis_cli import run_visualizations

@@ -220,4 +220,5 @@ def run_config(given: dict[str, Any]) -> RunConfig:
         run.vis.types = chosen or (DEFAULT_VIS_TYPES if given.get("vis") else ())
         if run.mode == "vis":
             run.metrics = "none"          # --vis alone: visualisations only
+    run.validate()
     return run

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from dnnlib.util import UserError
+from dnnlib.util import UserError, check_number
 from training.data import SCENES
 
 DATASET_RATIO = {"clevr": 0.75, "bedrooms": 188 / 256, "cityscapes": 0.5, "ffhq": 1.0}   # image height / width
@@ -31,6 +31,12 @@ class LossConfig:
     pl_weight: float = 0.0              # Path-length regularisation weight (0 = off).
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
+
+    def validate(self) -> None:
+        check_number("--gamma", self.r1_gamma, 0)
+        check_number("--style-mixing", self.style_mixing, 0, 1)
+        check_number("--component-mixing", self.component_mixing, 0, 1)
+        check_number("--pl-weight", self.pl_weight, 0)
 
 
 @dataclass
@@ -64,6 +70,21 @@ class TrainOptions:
     grid_size: tuple = (3, 2)             # Sample grid columns x rows.
     blending_alpha: float = 0.3           # Image weight where attention maps are blended with images.
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def validate(self) -> None:
+        """Every number, before anything is written (a one-line UserError naming the flag)."""
+        for name, value, lo, lo_open in (
+                ("--batch-size", self.batch_size, 1, False), ("--batch-gpu", self.batch_gpu, 1, False),
+                ("--total-kimg", self.total_kimg, 0, True), ("--kimg-per-tick", self.kimg_per_tick, 0, True),
+                ("--snapshot-ticks", self.snapshot_ticks, 1, False), ("--state-minutes", self.state_minutes, 0, False),
+                ("--g-lr", self.g_lr, 0, False), ("--d-lr", self.d_lr, 0, False), ("--ema-kimg", self.ema_kimg, 0, False),
+                ("--last-snapshots", self.last_snapshots, 0, False), ("--seed", self.seed, 0, False)):
+            check_number(name, value, lo, lo_open=lo_open)
+        check_number("--ema-rampup", self.ema_rampup, 0, lo_open=True, optional=True)
+        check_number("--train-images-num", self.max_images, 1, optional=True)
+        check_number("--truncation-psi", self.truncation_psi)
+        check_number("--blending-alpha", self.blending_alpha, 0, 1)
+        self.loss.validate()
 
 
 @dataclass
@@ -102,6 +123,17 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=dict)   # Model options: the preset's for the dataset, then flags.
     train: TrainOptions = field(default_factory=TrainOptions)
     vis: VisOptions = field(default_factory=VisOptions)
+
+    def validate(self) -> None:
+        """All numbers of the command, checked once when it is parsed (train_cli and eval_cli rely on it)."""
+        check_number("--resolution", self.resolution, 4, optional=True)
+        if self.resolution is not None and self.resolution & (self.resolution - 1):
+            raise UserError(f"--resolution must be a power of two, got {self.resolution}")
+        check_number("--ratio", self.ratio, 0, 1, lo_open=True, optional=True)
+        check_number("--num-threads", self.num_threads, 1, optional=True)
+        check_number("--eval-images-num", self.eval_images_num, 2)
+        self.train.validate()
+        self.vis.validate()
 
     def image_resolution(self) -> int:
         if self.resolution is not None:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import torch
 
-from dnnlib.util import UserError
+from dnnlib.util import TMP_SUFFIX, UserError, atomic_write, remove_stale_tmp
 from training.checkpoint import FORMAT, KIMG_RE, STATE_FORMAT, read_checkpoint, save_checkpoint
 
 STATE_RE = re.compile(rf"training-state-{KIMG_RE}\.safetensors$")
@@ -35,17 +35,101 @@ def find_runs(result_dir: str | os.PathLike, expname: str) -> list[Path]:
 
 
 def new_run_dir(result_dir: str | os.PathLike, expname: str) -> Path:
-    runs = find_runs(result_dir, expname)
-    idx = int(RUN_RE.match(runs[-1].name).group(2)) + 1 if runs else 0
-    path = Path(result_dir) / f"{expname}-{idx:03d}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    """Create the next `<expname>-NNN` folder (a concurrent process taking a number is skipped over)."""
+    while True:
+        runs = find_runs(result_dir, expname)
+        idx = int(RUN_RE.match(runs[-1].name).group(2)) + 1 if runs else 0
+        path = Path(result_dir) / f"{expname}-{idx:03d}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f"cannot create the run folder {path}: {e.strerror or e}") from None
+
+
+def unstarted_training_run(run_dir: str | os.PathLike) -> bool:
+    """True for a training run folder killed before its first training state: the same command reuses it.
+
+    That is a folder that is empty, or whose config.json records a --train command, with no state yet.
+    """
+    run = Path(run_dir)
+    if latest_state(run) is not None or any(run.glob("network-snapshot-*.safetensors")):
+        return False
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+        return (cfg.get("run") or {}).get("mode") == "train" or (cfg.get("args") or {}).get("train") is True
+    except FileNotFoundError:
+        return not any(p for p in run.iterdir() if p.name != ".lock" and not p.name.endswith(TMP_SUFFIX))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def states(run_dir: str | os.PathLike) -> list[Path]:
+    """The training states in a run folder, newest first."""
+    found = [(float(m.group(1)), p) for p in Path(run_dir).glob("training-state-*.safetensors")
+             if (m := STATE_RE.search(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def latest_state(run_dir: str | os.PathLike) -> Optional[Path]:
-    found = [(float(m.group(1)), p) for p in Path(run_dir).glob("training-state-*.safetensors")
-             if (m := STATE_RE.search(p.name))]
-    return max(found)[1] if found else None
+    found = states(run_dir)
+    return found[0] if found else None
+
+
+def newest_good_state(run_dir: str | os.PathLike, log=print) -> Optional[Path]:
+    """The newest training state that reads back whole with finite numbers; None if there is no state.
+
+    Newer states that fail are named in a note. If states exist but none verifies: a UserError.
+    """
+    found = states(run_dir)
+    for path in found:
+        try:
+            nets, _, opts, _ = load_state(path)
+            bad = first_nonfinite({**{f"{n}.{k}": v for n, sd in nets.items() for k, v in sd.items()},
+                                   **{f"opt_{n}": t for n, o in opts.items() for st in o["state"].values()
+                                      for t in st.values()}})
+            if bad:
+                raise UserError(f"{path}: {bad} holds NaN or Inf")
+        except (UserError, KeyError, ValueError, TypeError) as e:
+            log(f"note: skipping {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            continue
+        if path != found[0]:
+            log(f"note: resuming from {path.name}, the newest training state that verifies")
+        return path
+    if found:
+        raise UserError(f"no training state in {run_dir} is readable; start over with --restart")
+    return None
+
+
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> Optional[str]:
+    """The name of the first floating-point tensor with a NaN or Inf, else None (one device sync)."""
+    names = [k for k, t in tensors.items() if torch.is_tensor(t) and t.is_floating_point() and t.numel()]
+    if not names:
+        return None
+    dev = tensors[names[0]].device
+    ok = torch.stack([torch.isfinite(tensors[k]).all().to(dev) for k in names]).cpu()   # the only sync
+    return None if bool(ok.all()) else names[int((~ok).nonzero()[0])]
+
+
+def clean_run_dir(run_dir: str | os.PathLike, resumed_tick: int) -> None:
+    """Before (re)starting in a run folder whose lock we hold: drop stale temporary files and the
+    stats.jsonl rows after the resumed tick (they will be written again), plus any torn last line."""
+    remove_stale_tmp(run_dir)
+    path = Path(run_dir) / "stats.jsonl"
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("Progress/tick", 0) <= resumed_tick:
+            keep.append(line + "\n")
+    with atomic_write(path, "w") as f:
+        f.writelines(keep)
 
 
 def prune(run_dir: str | os.PathLike, keep: int) -> None:

@@ -1,6 +1,7 @@
 """`run_network.py --train`: validate flags, pick the run folder (resume or new), launch the processes."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -10,7 +11,7 @@ from typing import Optional
 import torch
 
 from dnnlib.threads import choose_threads
-from dnnlib.util import UserError, atomic_write
+from dnnlib.util import UserError, atomic_write, folder_lock
 from training import snapshots
 from training.checkpoint import kimg_tag
 from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
@@ -29,8 +30,6 @@ def _check(run: RunConfig) -> list[int]:
         raise UserError(f"--num-threads must be >= 1, got {run.num_threads}")
     if args.batch_size < 1 or args.batch_gpu < 1:
         raise UserError("--batch-size and --batch-gpu must be >= 1")
-    if args.total_kimg <= 0 or args.kimg_per_tick <= 0 or args.snapshot_ticks < 1 or not args.state_minutes >= 0:
-        raise UserError("--total-kimg and --kimg-per-tick must be > 0, --snapshot-ticks >= 1, --state-minutes >= 0")
     try:
         gpus = [int(g) for g in str(run.gpus).split(",") if g.strip() != ""]
     except ValueError:
@@ -59,6 +58,9 @@ def _prepare_dataset(run: RunConfig, resolution: int) -> dict:
     if m["resolution"] < resolution:
         raise UserError(f"dataset {run.dataset} is {m['resolution']}x{m['resolution']}, "
                         f"smaller than --resolution {resolution}")
+    if m["resolution"] > resolution:
+        print(f"note: dataset {run.dataset} is {m['resolution']}x{m['resolution']}; training at "
+              f"--resolution {resolution} on box-downsampled images")
     return m
 
 
@@ -129,10 +131,40 @@ def _networks(run: RunConfig, resume: Optional[Path], pretrained: Optional[tuple
     return to_dict(G_cfg), to_dict(D_cfg)
 
 
-def _plan(run: RunConfig, world: int) -> dict:
-    """What every process needs (rank 0 decides it): loop options, network configs, resume point."""
+def _pick_run(run: RunConfig) -> tuple[Optional[Path], Optional[Path]]:
+    """(run folder to continue or None for a new one, training state to resume or None).
+
+    The latest run of --expname is continued from its newest verifying state; one killed before its
+    first state is reused by the same command. --restart always starts a new folder.
+    """
     runs = snapshots.find_runs(run.result_dir, run.expname)
-    resume = snapshots.latest_state(runs[-1]) if runs and not run.restart else None
+    if not runs or run.restart:
+        return None, None
+    resume = snapshots.newest_good_state(runs[-1])
+    if resume is not None or snapshots.unstarted_training_run(runs[-1]):
+        return runs[-1], resume
+    return None, None
+
+
+def _dataset_note(run_dir: Path, manifest: dict, resume: Optional[Path]) -> None:
+    """Say so when the dataset a run trained on was replaced since (its content hash changed)."""
+    if not resume:
+        return
+    try:
+        before = json.loads((run_dir / "config.json").read_text()).get("dataset_hash")
+    except (OSError, ValueError, AttributeError):
+        return
+    if before and before != manifest.get("content_hash"):
+        print(f"warning: the dataset changed since this run last wrote config.json "
+              f"({before[:19]} -> {str(manifest.get('content_hash'))[:19]}); training continues on the new data")
+
+
+def _plan(run: RunConfig, world: int, stack: contextlib.ExitStack) -> dict:
+    """What every process needs (rank 0 decides it): loop options, network configs, resume point. The run
+    folder is created (or reused) only after everything else checked out, and locked for the run (`stack`)."""
+    run_dir, resume = _pick_run(run)
+    if not resume and not run.pretrained_pkl:
+        run.network_configs(run.image_resolution())      # model flags fail before any data is rendered
     pretrained = _load_pretrained(run.pretrained_pkl) if run.pretrained_pkl and not resume else None
     resolution = run.image_resolution()
     if pretrained and pretrained[0]["img_resolution"] != resolution:
@@ -141,13 +173,17 @@ def _plan(run: RunConfig, world: int) -> dict:
     manifest = _prepare_dataset(run, resolution)
     c_dim = len(manifest.get("class_names") or []) if manifest.get("labels") else 0
     G_cfg, D_cfg = _networks(run, resume, pretrained, c_dim, resolution)
-    run_dir = runs[-1] if resume else snapshots.new_run_dir(run.result_dir, run.expname)
+    run_dir = run_dir or snapshots.new_run_dir(run.result_dir, run.expname)
+    stack.enter_context(folder_lock(run_dir, "run folder"))
+    snapshots.clean_run_dir(run_dir, snapshots.load_state(resume)[3].get("tick", 0) if resume else 0)
+    _dataset_note(run_dir, manifest, resume)
     threads, why = choose_threads(run.num_threads, world)
     opts = dataclasses.replace(run.train, run_dir=str(run_dir), data_dir=run.data_dir, dataset=run.dataset,
                                resolution=resolution, batch_gpu=min(run.train.batch_gpu, run.train.batch_size // world),
                                num_threads=threads)
     with atomic_write(Path(run_dir) / "config.json", "w") as f:
-        json.dump({"run": to_dict(run), "G": G_cfg, "D": D_cfg, "train": to_dict(opts)}, f, indent=1, default=str)
+        json.dump({"run": to_dict(run), "G": G_cfg, "D": D_cfg, "train": to_dict(opts),
+                   "dataset_hash": manifest.get("content_hash")}, f, indent=1, default=str)
     print(f"run folder: {run_dir}" + (f" (resuming {Path(resume).name})" if resume else ""))
     print(f"CPU threads per process: {threads} ({why}; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'default')}; --num-threads N chooses)")
@@ -155,14 +191,14 @@ def _plan(run: RunConfig, world: int) -> dict:
                 pretrained=pretrained and pretrained[2])
 
 
-def _shared_plan(run: RunConfig, d: Dist) -> dict:
+def _shared_plan(run: RunConfig, d: Dist, stack: contextlib.ExitStack) -> dict:
     """Under torchrun every process runs train(): rank 0 plans and hands the plan (or its error) to the
     others, so all ranks build the same networks (labels included) in the same run folder. The others
     start from random weights that the trainer replaces with rank 0's."""
     plan: list = [None]
     if d.is_main:
         try:
-            plan[0] = _plan(run, d.world_size)
+            plan[0] = _plan(run, d.world_size, stack)
         except UserError as e:
             plan[0] = {"error": str(e)}
         shared = {k: v for k, v in plan[0].items() if k != "pretrained"}
@@ -178,11 +214,12 @@ def train(run: RunConfig) -> None:
     gpus = _check(run)
     tr = from_torchrun()
     world = tr.world_size if tr else max(1, len(gpus))
-    plan = _shared_plan(run, tr) if tr is not None else _plan(run, world)
-    args = (plan["opts"], plan["G_cfg"], plan["D_cfg"], plan["resume"], plan["pretrained"], gpus, run)
-    if tr is not None:
-        _worker(tr, *args)
-        return
-    if world > 1 and not torch.cuda.is_available():
-        print(f"note: no CUDA GPU; running {world} CPU processes (gloo)")
-    launch(_worker, world, args, backend="nccl" if torch.cuda.is_available() else "gloo")
+    with contextlib.ExitStack() as stack:            # holds the run folder's lock until training ends
+        plan = _shared_plan(run, tr, stack) if tr is not None else _plan(run, world, stack)
+        args = (plan["opts"], plan["G_cfg"], plan["D_cfg"], plan["resume"], plan["pretrained"], gpus, run)
+        if tr is not None:
+            _worker(tr, *args)
+            return
+        if world > 1 and not torch.cuda.is_available():
+            print(f"note: no CUDA GPU; running {world} CPU processes (gloo)")
+        launch(_worker, world, args, backend="nccl" if torch.cuda.is_available() else "gloo")

@@ -59,12 +59,28 @@ class Trainer:
 
     def load_state(self, path: Path) -> None:
         nets, _, opts, counters = snapshots.load_state(path)
-        for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
-            net.load_state_dict(nets[name])
-        self.opt_G.load_state_dict(opts["G"])
-        self.opt_D.load_state_dict(opts["D"])
+        try:
+            for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+                net.load_state_dict(nets[name])
+            self.opt_G.load_state_dict(opts["G"])
+            self.opt_D.load_state_dict(opts["D"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"{path} does not fit this run's networks: {str(e).splitlines()[0]}") from None
         self.cur_nimg, self.step, self.tick = counters["cur_nimg"], counters["step"], counters["tick"]
         self.loss.pl_mean = torch.tensor(counters.get("pl_mean", 0.0))
+
+    def check_finite(self) -> None:
+        """Once per tick (one device sync): stop before anything non-finite can be saved."""
+        tensors = {f"{n}.{k}": v for n, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema))
+                   for k, v in net.state_dict().items()}
+        tensors.update({f"Adam state of {n}": v for n, opt in (("G", self.opt_G), ("D", self.opt_D))
+                        for st in opt.state.values() for v in st.values()})
+        bad = snapshots.first_nonfinite(tensors)
+        if bad:
+            from training.checkpoint import latest_snapshot
+            last = latest_snapshot(self.opts.run_dir) if self.opts.run_dir else None
+            raise UserError(f"training diverged by step {self.step} ({self.cur_nimg / 1000:.3f} kimg): {bad} holds NaN "
+                            f"or Inf; nothing was saved from it; last good snapshot: {last or 'none'}")
 
     def save(self) -> None:
         """A network snapshot and a training state (for resume), named by kimg_tag."""
@@ -152,6 +168,8 @@ class Trainer:
                                max_images=o.max_images, use_labels=self.G.c_dim > 0)
         if self.G.c_dim and dataset.num_classes != self.G.c_dim:
             raise UserError(f"the model has {self.G.c_dim} classes, the dataset {dataset.num_classes}")
+        if d.is_main:
+            dataset.verify_in_background()        # shard checksums; a mismatch stops the run at the next tick
         per_rank = o.batch_size // d.world_size
         sampler = InfiniteSampler(len(dataset), d.rank, d.world_size, seed=o.seed, start_index=self.cur_nimg)
         batches = iterate_batches(dataset, sampler, per_rank, prefetch=2,
@@ -182,6 +200,7 @@ class Trainer:
                         status.show(_status_line(self.cur_nimg, total, self.tick + 1, tick_start_nimg,
                                                  min(tick_end, total), time.time() - tick_start_time))
                     if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
+                        self.check_finite()
                         self.save()                            # no collective: rank 0 writes alone
                     continue
                 if status is not None:
@@ -197,6 +216,9 @@ class Trainer:
                 if self.device.type == "cuda":
                     timing["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
                     torch.cuda.reset_peak_memory_stats(self.device)
+                self.check_finite()
+                if getattr(dataset, "corruption", None):
+                    raise UserError(dataset.corruption)
                 record = {**timing, **stats}
                 self.log(_console_line(record, total, self.cur_nimg))
                 snapshot = done or self.tick % o.snapshot_ticks == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +32,13 @@ from training.data.writer import (
     MANIFEST_NAME,
     PROGRESS_NAME,
     completed_manifest,
+    content_hash,
     read_json,
 )
 from training.data import SCENES
 from training.data.scenes import SCENES_DEFAULT_IMAGES
+
+SHARD_NAME_RE = re.compile(r"shard-\d{5,}\.u8")
 
 
 def dataset_path(data_dir: str | os.PathLike, name: str) -> Path:
@@ -48,11 +52,16 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of the complete dataset in `path`; a one-line UserError otherwise."""
+    """The manifest of the complete dataset in `path`, checked for what is cheap to check (check_manifest);
+    a one-line UserError otherwise."""
     path = Path(path)
-    manifest = completed_manifest(path)
-    if manifest is not None:
-        return manifest
+    try:
+        manifest = completed_manifest(path)
+        if manifest is not None:
+            check_manifest(path, manifest)
+            return manifest
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"dataset {path}: malformed manifest.json ({type(e).__name__}: {e}); prepare it again") from None
     if (path / PROGRESS_NAME).exists() or any(path.glob("shard-*.u8")):
         raise UserError(f"dataset {path} is incomplete (interrupted?); run prepare_data.py again to finish it")
     if (path / MANIFEST_NAME).exists():
@@ -64,6 +73,30 @@ def read_manifest(path: str | os.PathLike) -> dict:
                         "version); prepare it again")
     raise UserError(f"no dataset at {path}; prepare it with: python prepare_data.py --task {path.name} "
                     f"--images-dir <images> --data-dir {path.parent}")
+
+
+def check_manifest(path: Path, m: dict) -> None:
+    """Everything about a manifest that needs no reading of pixels: shard names stay inside the folder,
+    counts add up, the image size matches the resolution, labels cover every image, and the content hash
+    still describes the shard digests, labels and shape (an edited manifest fails here)."""
+    bad = lambda why: UserError(f"dataset {path}: {why}; prepare it again")
+    res, ch, count = m["resolution"], m["channels"], m["count"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (res, ch, count, m["image_bytes"])):
+        raise bad("manifest numbers are not integers")
+    if ch not in (1, 3) or res < 1 or m["image_bytes"] != ch * res * res:
+        raise bad(f"{m['image_bytes']} bytes per image do not match {ch}x{res}x{res}")
+    names = [s["file"] for s in m["shards"]]
+    if any(not isinstance(n, str) or not SHARD_NAME_RE.fullmatch(n) for n in names) or len(set(names)) != len(names):
+        raise bad("a shard name in manifest.json is not a shard file of this folder")
+    if sum(s["count"] for s in m["shards"]) != count or count < 1:
+        raise bad(f"the shards hold {sum(s['count'] for s in m['shards'])} images, the manifest says {count}")
+    labels = m.get("labels")
+    if labels is not None and (len(labels) != count or not all(
+            isinstance(l, int) and 0 <= l < len(m.get("class_names") or []) for l in labels)):
+        raise bad(f"{len(labels)} labels for {count} images (or a label outside the class list)")
+    expected = content_hash([s["sha256"] for s in m["shards"]], labels, m.get("class_names"), (ch, res, res))
+    if m.get("content_hash") != expected:
+        raise bad("manifest.json was edited (its content hash does not match its shards, labels and shape)")
 
 
 def _downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -198,6 +231,23 @@ class ImageDataset(torch.utils.data.Dataset):
                     h.update(block)
             if h.hexdigest() != s["sha256"]:
                 raise UserError(f"dataset {self.path}: {s['file']} is corrupt (checksum mismatch); prepare it again")
+
+    def verify_in_background(self) -> threading.Thread:
+        """verify() on a low-priority thread; a mismatch is kept in `self.corruption` (a one-line message)
+        for the training loop to act on at its next tick."""
+        self.corruption: str | None = None
+
+        def work():
+            try:
+                self.verify()
+            except UserError as e:
+                self.corruption = str(e)
+            except OSError as e:
+                self.corruption = f"dataset {self.path}: cannot read it ({e.strerror or e})"
+
+        thread = threading.Thread(target=work, daemon=True, name="dataset-verify")
+        thread.start()
+        return thread
 
     def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         """Class indices [B] as one-hot float rows [B, num_classes] (zero-width without labels)."""

@@ -82,6 +82,7 @@ class DatasetWriter:
         fingerprint: dict,                  # describes source + options; a change means start over
         class_names: list[str] | None = None,   # set for labelled datasets; labels index into it
         checkpoint_seconds: float = 2.0,    # how often progress is made durable
+        force: bool = False,                # may replace a different complete dataset in `root`
     ):
         if resolution < 1 or channels not in (1, 3) or capacity < 1 or shards_num < 1:
             raise ValueError("bad dataset geometry")
@@ -92,7 +93,7 @@ class DatasetWriter:
         self.capacity, self.ratio, self.class_names = capacity, ratio, class_names
         self.fingerprint = json.loads(json.dumps(dict(fingerprint, preprocessing_version=PREPROCESSING_VERSION,
             shape=list(self.shape), capacity=capacity, shards_num=shards_num, ratio=ratio, class_names=class_names)))
-        self.checkpoint_seconds = checkpoint_seconds
+        self.checkpoint_seconds, self.force = checkpoint_seconds, force
         self.count, self.source_pos = 0, 0
         self.skipped: collections.Counter = collections.Counter()
         self.digests: list[str] = []            # of completed shards
@@ -109,6 +110,7 @@ class DatasetWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         progress = self._read_progress()
         if progress is None:
+            self._refuse_replacing()
             self._clear()
         else:
             self._resume(progress)
@@ -120,6 +122,15 @@ class DatasetWriter:
         except (OSError, ValueError):
             return None
         return progress if progress.get("fingerprint") == self.fingerprint else None
+
+    def _refuse_replacing(self) -> None:
+        """A complete dataset made from other inputs is never replaced silently (runs may train on it)."""
+        old = completed_manifest(self.root)
+        if old is None or self.force or old.get("fingerprint") == self.fingerprint:
+            return
+        raise UserError(f"{self.root} already holds a different dataset ({old.get('count')} images, "
+                        f"{old.get('resolution')}x{old.get('resolution')}); to replace it, run prepare_data.py "
+                        f"again with --force, or choose another name")
 
     def _clear(self) -> None:
         # The manifest goes first: from here on the folder is never mistaken for a complete dataset.
@@ -369,8 +380,12 @@ def _decode(job) -> tuple[np.ndarray | None, str | None]:
         return None, "unreadable"
 
 
-def _probe(source, ratio: float | None, limit: int = 1000) -> tuple[int, int]:
-    """(side of the padded square, natural channel count) of the first decodable item."""
+def _probe(source, ratio: float | None, limit: int = 1000) -> tuple[int, int, str]:
+    """(side of the padded square of the first decodable item, channel count, how it was chosen).
+
+    Channels: 3 if any of the first `limit` decodable items is in colour, else 1 (never the first image
+    alone: a folder of colour photos that starts with a grey one stays in colour).
+    """
     from training.data.preprocess import (
         ImageSkipped,
         Preprocessor,
@@ -378,7 +393,7 @@ def _probe(source, ratio: float | None, limit: int = 1000) -> tuple[int, int]:
         square_size,
     )
     reader = Preprocessor(ratio, 1, 3)
-    n = 0
+    side, grey, colour, n = None, 0, 0, 0
     for n, item in enumerate(source.items(0)):
         if n >= limit:
             break
@@ -386,9 +401,17 @@ def _probe(source, ratio: float | None, limit: int = 1000) -> tuple[int, int]:
             img = reader.image(item.payload)
         except (ImageSkipped, OSError, ValueError):
             continue
-        return square_size(img.size[0], img.size[1], ratio), natural_channels(img)
-    where = source.description.get("path") or source.description.get("format")
-    raise UserError(f"no readable images in {where} (checked {min(n + 1, limit)} items)")
+        side = side or square_size(img.size[0], img.size[1], ratio)
+        if natural_channels(img) == 3:
+            colour += 1
+            break                               # one colour image decides
+        grey += 1
+    if side is None:
+        where = source.description.get("path") or source.description.get("format")
+        raise UserError(f"no readable images in {where} (checked {min(n + 1, limit)} items)")
+    if colour:
+        return side, 3, f"colour image found after {grey} grey ones" if grey else "colour"
+    return side, 1, f"all {grey} images checked are grey"
 
 
 def auto_shards(capacity: int, image_bytes: int) -> int:
@@ -437,6 +460,7 @@ def convert(source, root: str | os.PathLike, *,
     workers: int = 1,                   # decoding processes
     force: bool = False,                # rebuild even if an identical complete dataset exists
     progress: bool = True,
+    channels: int | None = None,        # 1 or 3; None = 3 if any sampled image is in colour
 ) -> dict:
     """Preprocess every item of `source` into a dataset in `root`; return a summary dict."""
     from dnnlib.progress import bar as progress_bar
@@ -446,7 +470,11 @@ def convert(source, root: str | os.PathLike, *,
     capacity = min(len(source), max_images or len(source))
     if capacity < 1:
         raise UserError(f"{name}: the source holds no items")
-    side, channels = _probe(source, ratio)
+    side, probed, why = _probe(source, ratio)
+    if channels is None:
+        channels = probed
+    else:
+        why = "--channels"
     resolution = resolution or nearest_power_of_two(side)
     class_of, class_names = None, source.class_names
     if labels is not None:
@@ -459,7 +487,7 @@ def convert(source, root: str | os.PathLike, *,
     preprocessor = Preprocessor(ratio, resolution, channels)
     writer = DatasetWriter(root, name=name, resolution=resolution, channels=channels, capacity=capacity,
                            shards_num=min(shards_num, capacity), ratio=ratio, fingerprint=fingerprint,
-                           class_names=class_names)
+                           class_names=class_names, force=force)
     pool = _pool(workers)
     try:
         with writer, progress_bar(capacity, name, "img", enabled=progress) as bar:
@@ -488,7 +516,7 @@ def convert(source, root: str | os.PathLike, *,
     finally:
         if pool is not None:
             pool.terminate()
-    return _summary(manifest, root, t0, ignored=source.ignored)
+    return dict(_summary(manifest, root, t0, ignored=source.ignored), channels_from=why)
 
 
 def _labels_digest(labels: dict[str, str] | None) -> str | None:
@@ -523,7 +551,7 @@ def write_scenes(root: str | os.PathLike, *, resolution: int = 64, count: int = 
         return _summary(manifest, root, t0, already=True)
     shards_num = shards_num or auto_shards(count, 3 * resolution * resolution)
     writer = DatasetWriter(root, name="scenes", resolution=resolution, channels=3, capacity=count,
-                           shards_num=min(shards_num, count), ratio=1.0, fingerprint=fingerprint)
+                           shards_num=min(shards_num, count), ratio=1.0, fingerprint=fingerprint, force=force)
     bar = progress_bar(count, "scenes", "img", enabled=progress)
     with writer, bar:
         pos = writer.start()

@@ -154,7 +154,12 @@ def load_reference_folder(folder: str | Path, overrides: bool = False) -> dict[s
         G_kwargs, D_kwargs = raw["G_kwargs"], raw["D_kwargs"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{cfg_path} is not an official config (needs G_kwargs and D_kwargs): {e}") from None
-    G_cfg, D_cfg = generator_config(G_kwargs), discriminator_config(D_kwargs)
+    try:
+        G_cfg, D_cfg = generator_config(G_kwargs), discriminator_config(D_kwargs)
+    except KeyError as e:
+        raise UserError(f"{cfg_path}: the official config lacks {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{cfg_path}: malformed official config ({e})") from None
     G, D = Generator(G_cfg), Discriminator(D_cfg)
     for net, name in ((G, "G"), (D, "D")):
         sd = _read_tensor_file(folder / f"{name}_state.pt")

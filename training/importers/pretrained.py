@@ -8,12 +8,13 @@ error names the URL and the path where the file can be put by hand.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from dnnlib.util import UserError, cache_dir
+from dnnlib.util import UserError, atomic_write, cache_dir
 
 PREFIX = "gdrive:"
 DRIVE_URL = "https://drive.google.com/uc?id={}"
@@ -63,14 +64,47 @@ def cache_path(name: str) -> Path:
 
 
 def fetch(name: str, progress: bool = True) -> Path:
-    """The local path of a `gdrive:` checkpoint, downloading it on first use."""
+    """The local path of a `gdrive:` checkpoint, downloading it on first use.
+
+    The first download records the file's size and SHA-256 beside it (`<file>.sha256.json`); every later
+    use checks the cached file against that record and refuses a file that changed.
+    """
     from dnnlib.download import download
 
     _, entry = _entry(name)
     url, dest = url_for(name), cache_path(name)
+    if dest.exists() and record_path(dest).exists():
+        check_record(dest, progress)
+        return dest
     try:
-        return download(url, dest, md5=entry.md5, retries=RETRIES, progress=progress)
+        path = download(url, dest, md5=entry.md5, retries=RETRIES, progress=progress)
     except UserError as e:
         reason = " ".join(str(e).split())
         raise UserError(f"cannot get {name} ({reason}); to install it by hand, download {url} "
                         f"and save it as {dest}") from None
+    write_record(path, progress)
+    return path
+
+
+def record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.json")
+
+
+def write_record(path: Path, progress: bool = False) -> None:
+    from dnnlib.download import file_hash
+    with atomic_write(record_path(path), "w") as f:
+        json.dump({"size": path.stat().st_size, "sha256": file_hash(path, "sha256", progress)}, f)
+
+
+def check_record(path: Path, progress: bool = False) -> None:
+    """UserError unless `path` still has the size and SHA-256 recorded at its first download."""
+    from dnnlib.download import file_hash
+    try:
+        rec = json.loads(record_path(path).read_text())
+        size, digest = int(rec["size"]), str(rec["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{record_path(path)} is unreadable; delete it and {path} to download again") from None
+    got = path.stat().st_size
+    if got != size or file_hash(path, "sha256", progress) != digest:
+        raise UserError(f"cached {path} changed since its first download (size {got}, expected {size}, or a "
+                        f"different SHA-256); delete it to download it again")

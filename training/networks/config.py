@@ -125,11 +125,15 @@ class GeneratorConfig:
         return self.components_num + 1
 
     def validate(self) -> None:
+        for name, value, lo, hi in (("latent size per component", self.z_dim, 1, 1 << 14),
+                                    ("components_num", self.components_num, 0, 1024),
+                                    ("mapping layers", self.mapping.num_layers, 1, 64),
+                                    ("mapping layer_dim", self.mapping.layer_dim or 1, 1, 1 << 14)):
+            _check_int(name, value, lo, hi)
+        syn = self.synthesis
+        check_sizes(self.img_resolution, self.img_channels, self.c_dim, syn.channel_base, syn.channel_max,
+                    mapping_params=self.mapping.num_layers * max(self.mapping.layer_dim or 0, self.z_dim) ** 2)
         r = self.img_resolution
-        if r < 4 or r & (r - 1):
-            raise UserError(f"resolution must be a power of two >= 4, got {r}")
-        if self.z_dim < 1:
-            raise UserError(f"latent size per component must be >= 1, got {self.z_dim}")
         if self.synthesis.transformer and self.components_num < 1:
             raise UserError("the transformer needs --components-num >= 1")
         if self.mapping.ltnt2ltnt and self.components_num < 1:
@@ -163,9 +167,32 @@ class DiscriminatorConfig:
 
     def validate(self) -> None:
         _check_choice("architecture", self.architecture, ARCHITECTURES)
-        r = self.img_resolution
-        if r < 4 or r & (r - 1):
-            raise UserError(f"resolution must be a power of two >= 4, got {r}")
+        check_sizes(self.img_resolution, self.img_channels, self.c_dim, self.channel_base, self.channel_max)
+
+
+MAX_RESOLUTION = 1 << 13
+MAX_PARAMS = 2_000_000_000          # refuse configs that would allocate more than ~8 GB of float32 weights
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise UserError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def check_sizes(resolution: Any, channels: Any, c_dim: Any, base: Any, cmax: Any, mapping_params: int = 0) -> None:
+    """Bound a network's size before anything is allocated (configs may come from untrusted files)."""
+    _check_int("img_resolution", resolution, 4, MAX_RESOLUTION)
+    if resolution & (resolution - 1):
+        raise UserError(f"resolution must be a power of two >= 4, got {resolution}")
+    _check_int("img_channels", channels, 1, 4)
+    _check_int("c_dim", c_dim, 0, 1 << 16)
+    _check_int("channel_base", base, 1, 1 << 24)
+    _check_int("channel_max", cmax, 1, 1 << 14)
+    if channels_at(resolution, base, cmax) < 1:
+        raise UserError(f"channel_base {base} leaves no channels at resolution {resolution}")
+    params = mapping_params + sum(18 * channels_at(1 << l, base, cmax) ** 2 for l in range(2, _log2(resolution) + 1))
+    if params > MAX_PARAMS:
+        raise UserError(f"this configuration would have about {params / 1e9:.1f} billion parameters; refusing to build it")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
