@@ -28,10 +28,11 @@ def _images(n, c=3, r=8, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(n, c, r, r), dtype=np.uint8)
 
 
-def _write(root, images, labels=None, class_names=None, shards=3, interrupt_after=None, fingerprint=None):
+def _write(root, images, labels=None, class_names=None, shards=3, interrupt_after=None, fingerprint=None, force=False):
     n, c, r = images.shape[0], images.shape[1], images.shape[2]
     w = dw.DatasetWriter(root, name="toy", resolution=r, channels=c, capacity=n, shards_num=shards, ratio=1.0,
-                         fingerprint=fingerprint or {"test": 1}, class_names=class_names, checkpoint_seconds=0.0)
+                         fingerprint=fingerprint or {"test": 1}, class_names=class_names, checkpoint_seconds=0.0,
+                         force=force)
     with w:
         pos = w.start()
         for i in range(pos, n):
@@ -102,8 +103,11 @@ def test_interrupted_write_resumes_identically(tmp_path):
     clean, _ = _write(tmp_path / "clean", imgs, labels, ["x", "y"])
     assert manifest["content_hash"] == clean["content_hash"] and manifest["labels"] == labels.tolist()
     assert not (tmp_path / "toy" / dw.PROGRESS_NAME).exists()
-    # Different inputs restart from scratch.
-    _, pos = _write(tmp_path / "toy", _images(9, seed=1), fingerprint={"test": 2})
+    # Different inputs never replace a complete dataset silently; with force they restart from scratch.
+    with pytest.raises(UserError, match="different dataset"):
+        _write(tmp_path / "toy", _images(9, seed=1), fingerprint={"test": 2})
+    assert read_manifest(tmp_path / "toy")["content_hash"] == clean["content_hash"]
+    _, pos = _write(tmp_path / "toy", _images(9, seed=1), fingerprint={"test": 2}, force=True)
     assert pos == 0
 
 

@@ -83,7 +83,7 @@ def test_no_readable_state_is_one_line(data_dir, tmp_path) -> None:
     assert e.value.code == 2 and _runs(results) == ["t-000"]
 
 
-@pytest.mark.parametrize("flags", [["--g-lr", "1e30", "--d-lr", "1e30"], ["--gamma", "1e38"]])
+@pytest.mark.parametrize("flags", [["--g-lr", "1e30", "--d-lr", "1e30"], ["--g-lr", "1e30"]])
 def test_divergence_stops_before_saving(data_dir, tmp_path, capsys, flags) -> None:
     results = tmp_path / "r"
     with pytest.raises(SystemExit) as e:

@@ -470,11 +470,11 @@ def convert(source, root: str | os.PathLike, *,
     capacity = min(len(source), max_images or len(source))
     if capacity < 1:
         raise UserError(f"{name}: the source holds no items")
-    side, probed, why = _probe(source, ratio)
+    side, probed, channels_why = _probe(source, ratio)
     if channels is None:
         channels = probed
     else:
-        why = "--channels"
+        channels_why = "--channels"
     resolution = resolution or nearest_power_of_two(side)
     class_of, class_names = None, source.class_names
     if labels is not None:
@@ -516,7 +516,7 @@ def convert(source, root: str | os.PathLike, *,
     finally:
         if pool is not None:
             pool.terminate()
-    return dict(_summary(manifest, root, t0, ignored=source.ignored), channels_from=why)
+    return dict(_summary(manifest, root, t0, ignored=source.ignored), channels_from=channels_why)
 
 
 def _labels_digest(labels: dict[str, str] | None) -> str | None:
