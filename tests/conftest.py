@@ -20,6 +20,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # `slow` tests run only when asked for: GANFORMER_SLOW=1, or -m with an expression naming slow.
+    if not os.environ.get("GANFORMER_SLOW") and "slow" not in (config.getoption("markexpr") or ""):
+        slow = pytest.mark.skip(reason="slow test: set GANFORMER_SLOW=1 (or -m slow) to run it")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
