@@ -33,13 +33,11 @@ class _Evil:
 
 
 def _tiny(resolution: int = 16):
-    from training.networks.config import DiscriminatorConfig, generator_preset
+    from training.networks.presets import build
     from training.networks import Discriminator, Generator
     torch.manual_seed(0)
-    G = Generator(generator_preset("StyleGAN2", resolution=resolution, latent_size=32,
-                                   **{"synthesis.channel_base": 256, "synthesis.channel_max": 16}))
-    D = Discriminator(DiscriminatorConfig(img_resolution=resolution, channel_base=256, channel_max=16))
-    return G, D
+    G_cfg, D_cfg = build("StyleGAN2", resolution, latent_size=32, channel_base=256, channel_max=16)
+    return Generator(G_cfg), Discriminator(D_cfg)
 
 
 def _write_raw(path: Path, tensors: dict, meta: dict) -> None:

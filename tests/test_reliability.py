@@ -161,7 +161,7 @@ def test_edited_manifest_refused(scenes16, edit, needle) -> None:
         (scenes16 / "scenes" / "shard-00000.u8").rename(scenes16.parent / "outside.u8")
     _edit_manifest(scenes16, edit)
     with pytest.raises(UserError, match=needle) as e:
-        load_dataset(scenes16, "scenes", auto_scenes=False)
+        load_dataset(scenes16, "scenes")
     assert "\n" not in str(e.value)
 
 

@@ -190,7 +190,7 @@ def check_sizes(resolution: Any, channels: Any, c_dim: Any, base: Any, cmax: Any
     _check_int("channel_max", cmax, 1, 1 << 14)
     if channels_at(resolution, base, cmax) < 1:
         raise UserError(f"channel_base {base} leaves no channels at resolution {resolution}")
-    params = mapping_params + sum(18 * channels_at(1 << l, base, cmax) ** 2 for l in range(2, _log2(resolution) + 1))
+    params = mapping_params + sum(18 * channels_at(1 << l, base, cmax) ** 2 for l in range(2, resolution.bit_length()))
     if params > MAX_PARAMS:
         raise UserError(f"this configuration would have about {params / 1e9:.1f} billion parameters; refusing to build it")
 
