@@ -92,13 +92,16 @@ class RenderRequest:
 # Images for the page.
 
 def png_data_url(img: np.ndarray, size: int = 0, smooth: bool = True) -> str:
-    """An HWC uint8 image as a PNG data URL, resized so its width is `size` (0 = as it is)."""
+    """An HWC uint8 image as a PNG data URL, resized so its width is `size` (0 = as it is).
+
+    Enlarging replicates pixels (what the model made, nothing invented); shrinking a smooth image filters.
+    """
     import PIL.Image
 
     im = PIL.Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
     if size and size != im.width:
         height = max(1, round(im.height * size / im.width))
-        im = im.resize((size, height), PIL.Image.LANCZOS if smooth else PIL.Image.NEAREST)
+        im = im.resize((size, height), PIL.Image.LANCZOS if smooth and size < im.width else PIL.Image.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -184,12 +187,12 @@ class ModelSession:
         G = self.G
         out = {"source": self.source, "run": self.run_dir is not None, "notice": self.notice,
                "snapshot": self.snapshot.name if self.snapshot else None, "ready": G is not None,
-               "sizes": list(SIZES), "views": list(VIEWS), "noise_modes": list(NOISE_MODES)}
+               "sizes": list(SIZES), "views": list(VIEWS), "noise_modes": list(NOISE_MODES),
+               "projector": find_projector()[1]}       # '' when projection is available, else why not
         if G is not None:
             out.update(resolution=G.img_resolution, ratio=self.ratio, components=G.K, latents=G.k,
                        z_dim=G.z_dim, classes=G.c_dim, num_ws=G.num_ws, layers=self.layers,
                        colors=hex_colors(G.K))
-        out["projector"] = find_projector()[1]       # '' when projection is available, else why not
         return out
 
     # -- rendering --------------------------------------------------------------------------------

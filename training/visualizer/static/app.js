@@ -101,7 +101,7 @@ function buildComponents(info) {
   for (let i = 0; i < info.latents; i++) {
     const color = i < info.components ? info.colors[i] : "#888888";
     const row = document.createElement("div");
-    row.className = "component";
+    row.className = i < info.components ? "component" : "component global";
     row.dataset.index = i;
     row.style.setProperty("--color", color);
     row.dataset.color = color;
