@@ -268,6 +268,7 @@ function drawCurve(canvas, xs, ys, title) {
 }
 
 function showRun(run) {
+  state.run = run;
   const keys = Object.keys(run.stats.series);
   if (state.curveKeys === null || keys.some((k) => !(k in state.curveKeys))) {
     const chosen = state.curveKeys || {};
@@ -277,9 +278,11 @@ function showRun(run) {
     box.innerHTML = "";
     for (const k of keys) {
       const label = document.createElement("label");
-      label.innerHTML = `<input type="checkbox"> ${k}`;
-      label.firstChild.checked = chosen[k];
-      label.firstChild.addEventListener("change", (e) => { chosen[k] = e.target.checked; showRun(run); });
+      const box1 = document.createElement("input");
+      box1.type = "checkbox";
+      box1.checked = chosen[k];
+      box1.addEventListener("change", (e) => { chosen[k] = e.target.checked; showRun(state.run); });
+      label.append(box1, ` ${k}`);          // a key is text from stats.jsonl, never markup
       box.appendChild(label);
     }
   }
