@@ -280,11 +280,14 @@ def test_read_stats_skips_partial_lines_and_thins(tmp_path) -> None:
     assert stats["kimg"][0] == 0 and stats["kimg"][-1] == 24 and len(stats["kimg"]) <= 11
     assert stats["series"]["Loss/G/loss"] == [float(k) for k in stats["kimg"]]
     assert stats["series"]["Metrics/fid"][0] == 100.0
-    for name, t in (("fakes-000004.png", 1), ("fakes-000012.png", 2), ("attention-000012.png", 3)):
+    assert latest_grid(tmp_path, "fakes") is None and latest_grid(tmp_path, "reals") is None
+    for name, t in (("fakes-000004.png", 1), ("fakes-000012.png", 2), ("fakes-000012.500.png", 2),
+                    ("attention-000012.png", 3), ("fakes-notes.png", 4), ("reals.png", 0)):
         Image.fromarray(np.zeros([4, 4, 3], np.uint8)).save(tmp_path / name)
         os.utime(tmp_path / name, (t, t))
-    assert latest_grid(tmp_path, "fakes").name == "fakes-000012.png"
-    assert latest_grid(tmp_path, "nothing") is None
+    assert latest_grid(tmp_path, "fakes").name == "fakes-000012.500.png"
+    assert latest_grid(tmp_path, "attention").name == "attention-000012.png"
+    assert latest_grid(tmp_path, "reals").name == "reals.png"
 
 
 # ---------------------------------------------------------------------------------------------------

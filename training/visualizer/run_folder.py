@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 from typing import Optional
 
-GRIDS = ("fakes", "attention")           # training_loop.save_samples: <name>-<kimg|latest>.png
-GRID_RE = re.compile(r"^(fakes|attention)-(\d+|latest)\.png$")
+from training.checkpoint import KIMG_RE
+
+GRIDS = ("fakes", "attention", "reals")  # training_loop: <name>-<kimg_tag|latest>.png, and reals.png
+GRID_RE = re.compile(rf"^(fakes|attention)-(?:{KIMG_RE}|latest)\.png$")      # group 2: kimg, None for latest
 SKIP_KEYS = ("timestamp", "kimg")
 MAX_POINTS = 1000                        # curves are thinned to at most this many points
 
@@ -40,12 +42,15 @@ def _finite(v) -> bool:
 
 
 def latest_grid(run_dir: str | Path, name: str) -> Optional[Path]:
-    """The newest `<name>-*.png` of a run folder (by kimg; `-latest` counts as newest), or None."""
+    """The newest `<name>-*.png` of a run folder (the last written; then by kimg), or None; reals.png as it is."""
+    if name == "reals":
+        path = Path(run_dir) / "reals.png"
+        return path if path.is_file() else None
     best = None
     for p in Path(run_dir).glob(f"{name}-*.png"):
         m = GRID_RE.match(p.name)
         if m and m.group(1) == name:
-            key = (p.stat().st_mtime, math.inf if m.group(2) == "latest" else int(m.group(2)))
+            key = (p.stat().st_mtime, math.inf if m.group(2) is None else float(m.group(2)))
             best = max(best, (key, p)) if best else (key, p)
     return best[1] if best else None
 

@@ -295,7 +295,7 @@ function showRun(run) {
     drawCurve(canvas, run.stats.kimg, run.stats.series[k], k);
   }
   if (!keys.length) curves.textContent = "no statistics yet";
-  for (const name of ["fakes", "attention"]) {
+  for (const name of ["fakes", "attention", "reals"]) {
     const g = run.grids[name];
     const img = $(`grid-${name}`);
     img.closest("figure").hidden = !g;
