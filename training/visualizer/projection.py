@@ -1,11 +1,12 @@
 """Uploaded images: decoding, and projection into the generator through projector.py when it is present.
 
-projector.py (the top-level script) provides `project(G, target, steps=...)`; the visualiser only calls
-it, so projection has one implementation. Without it the page says so instead of failing.
+projector.py (the top-level script) provides `project(G, target, num_steps=...)`; the visualiser only
+calls it, so projection has one implementation. Without it the page says so instead of failing.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 from typing import Any, Callable, Optional
 
@@ -15,7 +16,7 @@ import torch
 from dnnlib.util import UserError
 
 MAX_UPLOAD_BYTES = 32 << 20
-NOT_AVAILABLE = "projection is not available: this checkout has no projector.py (it provides project(G, image, steps=...))"
+NOT_AVAILABLE = "projection is not available: this checkout has no projector.py (it provides project(G, image, num_steps=...))"
 
 
 def decode_image(data: bytes, resolution: int) -> np.ndarray:
@@ -48,21 +49,24 @@ def find_projector() -> tuple[Optional[Callable[..., Any]], str]:
         return None, f"projection is not available: projector.py needs the package {e.name}"
     fn = getattr(module, "project", None)
     if not callable(fn):
-        return None, "projection is not available: projector.py has no project(G, image, steps=...) function"
+        return None, "projection is not available: projector.py has no project(G, image, num_steps=...) function"
     return fn, ""
 
 
-def final_ws(result: Any, G: torch.nn.Module) -> torch.Tensor:
-    """The projected ws [1, K+1, num_ws, d] from what project() returns (ws, a ws history, or a dict/tuple)."""
-    if isinstance(result, dict):
-        result = result.get("ws", result.get("w"))
-    elif isinstance(result, (tuple, list)):
-        result = result[0]
-    if not isinstance(result, torch.Tensor):
-        raise UserError(f"projector.project returned {type(result).__name__}, not a ws tensor")
-    shape = (G.k, G.num_ws, G.w_dim)
-    if result.ndim == 3 and tuple(result.shape) == shape:
-        result = result[None]
-    if result.ndim != 4 or tuple(result.shape[1:]) != shape:
-        raise UserError(f"projector.project returned shape {list(result.shape)}, expected [N, {', '.join(map(str, shape))}]")
-    return result[-1:].float()          # a history of steps ends with the final ws
+def run_projection(project: Callable[..., Any], G: torch.nn.Module, target: np.ndarray, steps: int
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Project uint8 [R, R, 3] and return (image [1, C, R, R] in [-1, 1], attention maps [1, 1, K, r, r] or []).
+
+    projector.project(G, target [C, R, R] in [-1, 1], num_steps=...) returns a Projection with the
+    reconstruction `image` [C, R, R] and the last attention layer's `segmentation` [K, r, r].
+    """
+    device = next(G.parameters()).device
+    x = torch.from_numpy(target).permute(2, 0, 1).float().to(device) / 127.5 - 1
+    accepted = inspect.signature(project).parameters
+    options = {k: v for k, v in (("progress", False), ("z_fit_steps", 0)) if k in accepted}   # no z needed here
+    steps_name = "num_steps" if "num_steps" in accepted else "steps"
+    result = project(G, x, **{steps_name: steps}, **options)
+    image, seg = getattr(result, "image", None), getattr(result, "segmentation", None)
+    if not isinstance(image, torch.Tensor) or tuple(image.shape) != tuple(x.shape):
+        raise UserError(f"projector.project returned no reconstruction image of shape {list(x.shape)}")
+    return image[None].float(), ([] if seg is None else [seg[None, None].float()])

@@ -19,7 +19,7 @@ import torch
 from dnnlib.util import UserError
 from training.checkpoint import latest_snapshot, load_generator
 from training.sampling import crop_ratio, to_uint8, z_from_seeds
-from training.visualizer.projection import decode_image, final_ws, find_projector
+from training.visualizer.projection import decode_image, find_projector, run_projection
 from training.visualize import attention_images, colorize, mixing_ws, palette, synthesize
 
 MAX_SEED = 2 ** 32 - 1
@@ -267,8 +267,7 @@ class ModelSession:
         if project is None:
             raise UserError(why)
         t0 = time.perf_counter()
-        ws = final_ws(project(G, torch.from_numpy(target).permute(2, 0, 1).to(self.device), steps=steps), G)
-        img, maps, _ = synthesize(G, ws=ws.to(self.device), noise_mode="const")
+        img, maps = run_projection(project, G, target, steps)
         return {**self.views(img, maps, -1, 0, 0.3, 0), "target": self._url(target, 0),
                 "ms": round((time.perf_counter() - t0) * 1000)}
 

@@ -228,6 +228,7 @@ async function drawDiff(before, after) {
   const w = b.naturalWidth, h = b.naturalHeight;
   canvas.width = w; canvas.height = h;
   const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;      // a new display size alone is no change
   ctx.drawImage(a, 0, 0, w, h);
   const pa = ctx.getImageData(0, 0, w, h).data;
   ctx.drawImage(b, 0, 0, w, h);
