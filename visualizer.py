@@ -13,12 +13,16 @@ import argparse
 import ipaddress
 import socket
 
+from dnnlib.cli import FlagParser
+from dnnlib.threads import prefer_passive_wait
 from dnnlib.util import UserError, cli_main
+
+prefer_passive_wait()          # before torch is imported (see dnnlib/threads.py)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Explore a GANformer's latents and attention in the browser.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = FlagParser(description="Explore a GANformer's latents and attention in the browser.",
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
                    help="our .safetensors checkpoint, a run folder (followed as snapshots appear), an official "
                         "PyTorch reference folder, an official or TF snapshot pickle, or a gdrive: name")

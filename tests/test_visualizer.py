@@ -39,11 +39,10 @@ SNAPSHOT = "network-snapshot-{:06d}.safetensors"
 
 def tiny_generator(seed: int = 0):
     from training.networks import Generator
-    from training.networks.config import generator_preset
+    from training.networks.presets import build
 
     torch.manual_seed(seed)
-    G = Generator(generator_preset("GANformer", resolution=16, latent_size=32, components_num=4,
-                                   **{"synthesis.channel_base": 256, "synthesis.channel_max": 32}))
+    G = Generator(build("GANformer", 16, latent_size=32, components_num=4, channel_base=256, channel_max=32)[0])
     with torch.no_grad():
         for name, p in G.named_parameters():
             if name.endswith("noise_strength"):

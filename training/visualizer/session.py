@@ -221,8 +221,7 @@ class ModelSession:
         return torch.stack([draws[s][i] for i, s in enumerate(seeds)])[None].to(self.device)
 
     def _ws(self, z: torch.Tensor, c: Optional[torch.Tensor], psi: float) -> torch.Tensor:
-        G = self.G
-        return G.mapping(z, c, pos=G.pos, truncation_psi=psi)                   # [1, K+1, num_ws, d]
+        return self.G.map(z, c, truncation_psi=psi)                             # [1, K+1, num_ws, d]
 
     def render(self, req: RenderRequest) -> dict:
         """The image, attention views of one layer and head, and per-component maps, as data URLs."""
