@@ -382,6 +382,28 @@ def test_page_in_a_real_browser(server, browser, tmp_path) -> None:
     rendered_after(v)
     assert js("return document.getElementById('image').naturalWidth") == 256
 
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is text, not a picture")
+    browser.find_element(By.ID, "upload").send_keys(str(fake))
+    browser.find_element(By.ID, "project").click()
+    wait.until(lambda d: message.is_displayed() and "not an image" in message.text)
+    v = version()
+    type_seed(browser.find_element(By.ID, "seed"), "12")          # the page and the server carry on
+    rendered_after(v)
+    wait.until(lambda d: not message.is_displayed())
+    from training.visualizer.projection import find_projector
+    if find_projector()[0] is not None:                           # projector.py present: project a picture
+        picture = tmp_path / "picture.png"
+        ramp = np.linspace(0, 255, 48, dtype=np.uint8)
+        Image.fromarray(np.stack([np.tile(ramp, (48, 1)), np.tile(ramp[:, None], (1, 48)),
+                                  np.full([48, 48], 128, np.uint8)], -1)).save(picture)
+        browser.find_element(By.ID, "steps").clear()
+        browser.find_element(By.ID, "steps").send_keys("5")
+        browser.find_element(By.ID, "upload").send_keys(str(picture))
+        browser.find_element(By.ID, "project").click()
+        wait.until(lambda d: js("return document.getElementById('proj-seg').naturalWidth") == 16)
+        assert not message.is_displayed()
+
     shot = tmp_path / "visualizer.png"
     browser.save_screenshot(str(shot))
     assert Image.open(shot).size[0] > 1000

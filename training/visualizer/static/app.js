@@ -60,7 +60,6 @@ function setup(info) {
   $("model-line").textContent = info.source + (info.snapshot ? ` · ${info.snapshot}` : "");
   $("model-form").hidden = !info.model_change;
   $("project-note").textContent = info.projector || "";
-  $("project").disabled = !!info.projector;
   $("run-panel").hidden = !info.run;
   if (!info.ready) { showMessage(info.notice || "no model loaded", "notice"); return; }
   if (old && old.ready && modelShape(old) === modelShape(info)) return;   // a new snapshot of the same model
