@@ -4,6 +4,8 @@
   python prepare_data.py --ffhq --cityscapes --clevr --bedrooms --max-images 100000
   python prepare_data.py --task NAME --images-dir DIR --format png --ratio 0.7 --shards-num 5
   python prepare_data.py --scenes --preview        # also write <data-dir>/scenes/preview.png (a grid)
+  python prepare_data.py --task NAME --images-dir ffhq.zip --format stylegan-zip   # a StyleGAN2-ADA dataset
+  python prepare_data.py --export stylegan-zip --task NAME --output NAME.zip       # ... and back
 
 An interrupted run leaves no dataset that training would accept; run the same command again to
 finish it. Unreadable images are skipped and counted in the summary.
@@ -48,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratio", type=float, default=1.0,
                    help="crop images to this height/width before padding to a square (default: %(default)s)")
     g.add_argument("--labels", metavar="FILE", help="class of each image: JSON {name: class} or CSV name,class")
+    g = p.add_argument_group("export")
+    g.add_argument("--export", choices=["stylegan-zip"], default=None,
+                   help="write the prepared dataset --task NAME (or --scenes) in another format instead of "
+                        "preparing it: stylegan-zip = a StyleGAN2-ADA dataset archive with dataset.json labels")
+    g.add_argument("--output", metavar="FILE", help="--export: the file to write (.zip)")
     p.add_argument("--resolution", type=int, default=None,
                    help="output resolution, a power of two (default: scenes 64, custom: nearest to the images)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
@@ -72,15 +79,42 @@ def guess_format(images_dir: str) -> str | None:
             return "hdf5"
         if ".tfrecords" in p.name:
             return "tfrecords"
+        if suffix == ".zip":
+            return "stylegan-zip"
         raise UserError(f"--images-dir {images_dir} is a file; give --format")
     if (p / "data.mdb").is_file():
         return "lmdb"
     if p.is_dir() and next(p.rglob("*.tfrecords*"), None) is not None:
         return "tfrecords"
+    if (p / "dataset.json").is_file():
+        return "stylegan-zip"
     return None
 
 
+def export(args: argparse.Namespace) -> dict:
+    """--export: write the one prepared dataset named by --task/--scenes in another format."""
+    from training.data.dataset import ImageDataset, dataset_path
+    from training.data.stylegan import export_zip
+    names = list(dict.fromkeys(args.tasks or []))
+    if len(names) != 1:
+        raise UserError("--export writes one prepared dataset: name it with --task NAME (or --scenes)")
+    if not args.output or not args.output.lower().endswith(".zip"):
+        raise UserError("--export stylegan-zip needs --output FILE.zip")
+    if args.images_dir:
+        raise UserError("--export reads a prepared dataset from --data-dir, not --images-dir")
+    dataset = ImageDataset(dataset_path(args.data_dir, names[0]), use_labels=True)
+    try:
+        summary = export_zip(dataset, args.output)
+    except OSError as e:
+        raise UserError(f"cannot write {args.output}: {e.strerror or e}") from None
+    print(f"{names[0]}: exported {summary['count']:,} images{' with labels' if summary['labelled'] else ''} "
+          f"to {summary['path']} ({summary['bytes'] / 2**20:,.1f} MiB)")
+    return summary
+
+
 def check_args(args: argparse.Namespace) -> None:
+    if args.output:
+        raise UserError("--output is for --export")
     if not args.tasks:
         raise UserError("nothing to do: give --scenes, a catalog dataset (--ffhq, --clevr, ...) "
                         "or --task NAME --images-dir DIR (see --help)")
@@ -161,6 +195,8 @@ def describe(s: dict) -> str:
 @cli_main
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
+    if args.export:
+        return [export(args)]
     check_args(args)
     if args.max_images is not None and args.max_images < 50000 and set(args.tasks) - {"scenes"}:
         print(f"note: --max-images {args.max_images} is below 50,000, the sample size of FID-50k")

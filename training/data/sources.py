@@ -1,4 +1,5 @@
-"""Readers of the input formats of `prepare_data.py --format`: png, jpg, npy, hdf5, lmdb, tfrecords, tfds.
+"""Readers of the input formats of `prepare_data.py --format`: png, jpg, npy, hdf5, lmdb, tfrecords, tfds
+(and stylegan-zip, in `training.data.stylegan`).
 
 Every reader is a `Source`: a deterministic sequence of items, each with a key (used to match a
 labels file), and a payload that `training.data.preprocess.Preprocessor` accepts (a file path, encoded
@@ -30,7 +31,7 @@ IMAGE_EXTENSIONS = {
     "jpg": (".jpg", ".jpeg"),
     None: (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"),
 }
-FORMATS = ("png", "jpg", "npy", "hdf5", "lmdb", "tfrecords", "tfds")
+FORMATS = ("png", "jpg", "npy", "hdf5", "lmdb", "tfrecords", "tfds", "stylegan-zip")
 
 
 @dataclass
@@ -561,4 +562,7 @@ def open_source(fmt: str | None, images_dir: str | os.PathLike, tfds_dir: str | 
         raise UserError(f"--images-dir {images_dir} does not exist")
     if fmt in ("png", "jpg", None):
         return ImageFolder(images_dir, fmt)
+    if fmt == "stylegan-zip":
+        from training.data.stylegan import open_stylegan
+        return open_stylegan(images_dir)
     return {"npy": open_npy, "hdf5": open_hdf5, "lmdb": LmdbSource, "tfrecords": TFRecordSource}[fmt](images_dir)
