@@ -6,6 +6,13 @@ Example:
       --output-dir images --images-num 32 --truncation-psi 0.7 [--attention] [--class 3]
 
 --latents / --latents-w also take the per-sample .npy folders that run_network.py --vis-latents writes.
+
+Latent editing: replace chosen latent components (rows 0..K-1 local, K the global one) by those of
+another latent, to move an object between images, or by those of a fresh seed:
+  python generate.py --model M --latents a.npy --swap-from b.npy --components 2,5
+  python generate.py --model M --seeds 0-3 --components 1 --resample-seed 7
+Edits apply to z (--latents, --seeds) or, more precisely, to w (--latents-w, e.g. from projector.py).
+Each edited image also gets <output-dir>/compare/<name>: original | donor | edited.
 """
 from __future__ import annotations
 
@@ -54,6 +61,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-npy", default=None, metavar="FILE",
                    help="also save the raw float32 generator output (NCHW, before clipping) as .npy")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    g = p.add_argument_group("latent editing")
+    g.add_argument("--components", default=None, metavar="LIST",
+                   help="components to edit, e.g. '2,5' (0..K-1 local latents, K or 'global' the global one)")
+    g.add_argument("--swap-from", default=None, metavar="PATH",
+                   help="take --components from these latents (same kind as --latents/--latents-w/--seeds: "
+                        "z, or w with --latents-w); one row for all images or one per image")
+    g.add_argument("--resample-seed", type=int, default=None, metavar="S",
+                   help="take --components from the latent of seed S instead (w: mapped with --truncation-psi)")
     return p.parse_args(argv)
 
 
@@ -109,6 +124,61 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--truncation-psi", args.truncation_psi)
     if args.latents and args.latents_w:
         raise UserError("pass --latents or --latents-w, not both")
+    if (args.swap_from is not None) + (args.resample_seed is not None) > 1:
+        raise UserError("pass --swap-from or --resample-seed, not both")
+    if (args.components is None) != (args.swap_from is None and args.resample_seed is None):
+        raise UserError("--components goes with --swap-from or --resample-seed (and they with --components)")
+    if args.resample_seed is not None and args.resample_seed < 0:
+        raise UserError(f"--resample-seed must be non-negative, got {args.resample_seed}")
+
+
+def parse_components(text: str, K: int) -> list[int]:
+    """'2,5' -> [2, 5]; 'global' names row K. Rows 0..K-1 are the local components."""
+    try:
+        comps = [K if c.strip() == "global" else int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise UserError(f"--components must be a list like '2,5' or 'global', got {text!r}") from None
+    if not comps or any(not 0 <= c <= K for c in comps):
+        raise UserError(f"--components must name rows in 0..{K} ({K} = global), got {text!r}")
+    return sorted(set(comps))
+
+
+def swap_components(rows: torch.Tensor, donor: torch.Tensor, components: list[int]) -> torch.Tensor:
+    """rows [N, K+1, d] with the chosen component rows taken from donor ([1 or N, K+1, d])."""
+    assert rows.ndim == 3 and donor.shape[1:] == rows.shape[1:], (rows.shape, donor.shape)
+    out = rows.clone()
+    out[:, components] = donor.expand(len(rows), -1, -1)[:, components]
+    return out
+
+
+def donor_latents(G: torch.nn.Module, args: argparse.Namespace, n: int, from_w: bool,
+                  device: torch.device) -> torch.Tensor:
+    """The latents that --components are taken from: --swap-from's rows or seed --resample-seed's."""
+    dim = G.w_dim if from_w else G.z_dim
+    if args.swap_from is not None:
+        donor, _ = read_latents(args.swap_from, G.k, dim)
+        if len(donor) not in (1, n):
+            raise UserError(f"--swap-from holds {len(donor)} latents; give 1 or {n} (one per image)")
+        return donor
+    z = z_from_seeds([args.resample_seed], G.k, G.z_dim)
+    if not from_w:
+        return z
+    c = class_labels(G, args.class_idx, 1, device)
+    with torch.no_grad():
+        return G.mapping(z.to(device), c, pos=G.pos, truncation_psi=args.truncation_psi)[:, :, 0].cpu()
+
+
+def render_batch(G: torch.nn.Module, rows: torch.Tensor, from_w: bool, c: Optional[torch.Tensor],
+                 args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Images [B, C, R, R] and attention maps for latent rows [B, K+1, d] (z, or w with from_w)."""
+    if from_w:
+        # A saved w is one slot (all slots are equal without style mixing): repeat it over the layers.
+        ws = rows.unsqueeze(2).repeat(1, 1, G.num_ws, 1).to(device)
+        img, maps, _ = synthesize(G, ws=ws, noise_mode=args.noise_mode)
+    else:
+        img, maps, _ = synthesize(G, z=rows.to(device), c=c, truncation_psi=args.truncation_psi,
+                                  noise_mode=args.noise_mode)
+    return img, maps
 
 
 def run(args: argparse.Namespace) -> None:
@@ -127,6 +197,10 @@ def run(args: argparse.Namespace) -> None:
     c_all = None if from_w else class_labels(G, args.class_idx, len(rows), device)
     if args.attention and not has_attention(G):
         raise UserError("--attention: this model has no attention layers")
+    originals = donors = None
+    if args.components is not None:
+        donors = donor_latents(G, args, len(rows), from_w, device).expand(len(rows), -1, -1)
+        originals, rows = rows, swap_components(rows, donors, parse_components(args.components, G.K))
 
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)     # a file in the way fails here, before any work
     raw = []
@@ -135,23 +209,23 @@ def run(args: argparse.Namespace) -> None:
     with torch.no_grad(), tqdm(total=len(rows), desc="generating", unit="img") as bar:
         for i in range(0, len(rows), args.batch_size):
             sl = slice(i, i + args.batch_size)
-            if from_w:
-                # A saved w is one slot (all slots are equal without style mixing): repeat it over the layers.
-                ws = rows[sl].unsqueeze(2).repeat(1, 1, G.num_ws, 1).to(device)
-                img, maps, _ = synthesize(G, ws=ws, noise_mode=args.noise_mode)
-            else:
-                c = None if c_all is None else c_all[sl]
-                img, maps, _ = synthesize(G, z=rows[sl].to(device), c=c, truncation_psi=args.truncation_psi,
-                                          noise_mode=args.noise_mode)
+            c = None if c_all is None else c_all[sl]
+            img, maps = render_batch(G, rows[sl], from_w, c, args, device)
             if args.save_npy:
                 raw.append(img.float().cpu().numpy())
-            overlay = None
+            overlay = compare = None
             if args.attention:
                 overlay = attention_images(img, maps[-1], alpha=args.blending_alpha)[f"{args.attention}_blend"].cpu()
+            if originals is not None:       # original | donor | edited, side by side
+                strip = [render_batch(G, r[sl], from_w, c, args, device)[0] for r in (originals, donors)] + [img]
+                compare = [to_uint8(x).cpu().numpy() for x in strip]
             for j, arr in enumerate(to_uint8(img).cpu().numpy()):
                 save_png(crop_ratio(arr, args.ratio), f"{args.output_dir}/{names[done]}")
                 if overlay is not None:
                     save_png(crop_ratio(overlay[j].numpy(), args.ratio), f"{args.output_dir}/attention/{names[done]}")
+                if compare is not None:
+                    panels = [crop_ratio(x[j], args.ratio) for x in compare]
+                    save_png(np.concatenate(panels, axis=1), f"{args.output_dir}/compare/{names[done]}")
                 done += 1
             bar.update(len(img))
     if args.save_npy:

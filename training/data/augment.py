@@ -1,0 +1,295 @@
+"""Discriminator augmentation with an adaptive strength (ADA: Karras et al., NeurIPS 2020, "Training
+Generative Adversarial Networks with Limited Data").
+
+`AugmentPipe(pipe, p)` transforms a batch of images [B, C, H, W] in [-1, 1]; every image the
+discriminator sees goes through it (reals, fakes, and the reals of the R1 penalty, whose gradient is
+then taken through it). Each transform is applied to each image independently with probability p
+(paper §2.3): since every transform is then skipped with probability 1 - p, the clean distribution
+stays identifiable and, for p below about 0.8, the generator does not learn the augmentations.
+All operations are differentiable (also twice, for R1).
+
+Pipeline (paper Appendix B), in order (groups and their transforms' names):
+  blit    xflip, rotate90 (a multiple of 90 degrees), xint (integer translation up to 1/8 of the size)
+  geom    scale (isotropic), rotate, aniso (anisotropic scaling), rotate again, xfrac (fractional translation)
+  color   brightness, contrast, lumaflip, hue (rotation about the grey axis), saturation
+  filter  gains of 4 frequency bands (optional)
+  noise   additive Gaussian noise (optional)
+  cutout  a grey square (optional)
+The default pipe is "bgc" (blit, geom, color), as in the paper.
+`blit` and `geom` are composed into one 3x3 matrix per image and resampled once (bilinear, reflect
+padding); a simplification of the paper's wavelet-filtered resampling. Colour transforms are composed
+into one affine map of RGB values.
+
+`AdaController` sets p from an overfitting heuristic (paper §3, eq. 1): r_t = E[sign(D(real))] over
+the last `interval` steps; p moves by sign(r_t - target) * (images in those steps) / (kimg * 1000), so
+that it can go from 0 to 1 in `kimg` thousand images. Its state (p and the running sums) is part of
+the training state, so a resumed run continues bitwise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from dnnlib.util import UserError
+
+MODES = ("ada", "fixed", "none")
+GROUPS = {"blit": ("xflip", "rotate90", "xint"), "geom": ("scale", "rotate", "aniso", "xfrac"),
+          "color": ("brightness", "contrast", "lumaflip", "hue", "saturation"), "filter": ("filter",),
+          "noise": ("noise",), "cutout": ("cutout",)}
+TRANSFORMS = tuple(t for ts in GROUPS.values() for t in ts)
+PIPES = {"bg": "blit,geom", "bgc": "blit,geom,color", "bgcf": "blit,geom,color,filter",
+         "bgcfn": "blit,geom,color,filter,noise", "bgcfnc": "blit,geom,color,filter,noise,cutout"}
+
+
+def parse_pipe(pipe: str) -> frozenset[str]:
+    """The transforms of a pipe: a PIPES preset, or a comma-separated list of groups and transform names."""
+    names = set()
+    for part in PIPES.get(pipe, pipe).split(","):
+        part = part.strip()
+        if part not in GROUPS and part not in TRANSFORMS:
+            raise UserError(f"--augment-pipe: unknown part {part!r}; use a preset ({', '.join(PIPES)}) or a list "
+                            f"of groups ({', '.join(GROUPS)}) and transforms ({', '.join(TRANSFORMS)})")
+        names.update(GROUPS.get(part, (part,)))
+    return frozenset(names)
+# Paper Appendix B: the spread of each random parameter.
+SCALE_STD = 0.2          # log2 of isotropic / anisotropic scale
+TRANSLATE_INT = 0.125    # max integer translation, fraction of the image size
+TRANSLATE_STD = 0.125    # fractional translation, fraction of the image size
+BRIGHTNESS_STD = 0.2
+CONTRAST_STD = 0.5       # log2
+SATURATION_STD = 1.0     # log2
+FILTER_STD = 1.0         # log2 of each band's gain
+FILTER_BANDS = (0.0, math.pi / 8, math.pi / 4, math.pi / 2, math.pi)     # band edges, radians per pixel
+FILTER_ENERGY = (10 / 13, 1 / 13, 1 / 13, 1 / 13)    # expected share of image energy per band (normalises gains)
+NOISE_STD = 0.1
+CUTOUT_SIZE = 0.5
+
+
+@dataclass
+class AugmentConfig:
+    mode: str = "none"          # 'ada' (adaptive p), 'fixed' (p = augment_p), 'none'.
+    p: float = 0.0              # The probability of each transform (the start value for 'ada').
+    target: float = 0.6         # ADA: wanted E[sign(D(real))].
+    kimg: float = 500           # ADA: p can move from 0 to 1 within this many thousand images.
+    interval: int = 4           # ADA: adjust p every this many steps.
+    pipe: str = "bgc"           # Which transforms: a PIPES preset or a list of groups/transforms.
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"--augment must be one of {', '.join(MODES)}, got {self.mode!r}")
+        parse_pipe(self.pipe)
+        if not (math.isfinite(self.p) and 0 <= self.p <= 1):
+            raise UserError(f"--augment-p must be in [0, 1], got {self.p}")
+        if not 0 < self.target < 1:
+            raise UserError(f"--ada-target must be in (0, 1), got {self.target}")
+        if not (math.isfinite(self.kimg) and self.kimg > 0):
+            raise UserError(f"--ada-kimg must be positive, got {self.kimg}")
+        if self.interval < 1:
+            raise UserError(f"ADA interval must be >= 1, got {self.interval}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random parameters: each drawn per image, and replaced by the identity value where the image's coin
+# (probability p) says "skip".
+
+def _gated(value: torch.Tensor, identity: float, p: float) -> torch.Tensor:
+    keep = torch.rand(value.shape, device=value.device) < p
+    return torch.where(keep, value, torch.full_like(value, identity))
+
+
+def _rotation(theta: torch.Tensor) -> torch.Tensor:
+    c, s, z, o = theta.cos(), theta.sin(), torch.zeros_like(theta), torch.ones_like(theta)
+    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(-1, 3, 3)
+
+
+def _scale(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+    z, o = torch.zeros_like(sx), torch.ones_like(sx)
+    return torch.stack([sx, z, z, z, sy, z, z, z, o], -1).reshape(-1, 3, 3)
+
+
+def _translate(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    z, o = torch.zeros_like(tx), torch.ones_like(tx)
+    return torch.stack([o, z, tx, z, o, ty, z, z, o], -1).reshape(-1, 3, 3)
+
+
+def geometric_matrix(B: int, size: int, probs: dict[str, float], device) -> torch.Tensor:
+    """Per-image 3x3 maps [B, 3, 3] from output to input coordinates (grid_sample's [-1, 1] square).
+
+    `probs`: transform name -> probability (absent = off). Every distribution here is symmetric, so
+    drawing the inverse map directly is the same as drawing the transform and inverting it.
+    """
+    M = torch.eye(3, device=device).repeat(B, 1, 1)
+    rnd = lambda: torch.rand(B, device=device)
+    p = lambda name: probs.get(name, 0.0)
+    flip = _gated(torch.floor(rnd() * 2), 0, p("xflip"))                                   # 0 or 1
+    M = M @ _scale(1 - 2 * flip, torch.ones_like(flip))
+    M = M @ _rotation(_gated(torch.floor(rnd() * 4), 0, p("rotate90")) * (math.pi / 2))    # quarter turns
+    shift = [_gated(torch.round((rnd() * 2 - 1) * TRANSLATE_INT * size), 0, p("xint")) * (2 / size) for _ in "xy"]
+    M = M @ _translate(*shift)                                                              # whole pixels
+    s = _gated(torch.exp2(torch.randn(B, device=device) * SCALE_STD), 1, p("scale"))
+    M = M @ _scale(s, s)
+    p_rot = 1 - math.sqrt(1 - p("rotate"))      # two rotations: some rotation happens with probability p
+    M = M @ _rotation(_gated((rnd() * 2 - 1) * math.pi, 0, p_rot))
+    s = _gated(torch.exp2(torch.randn(B, device=device) * SCALE_STD), 1, p("aniso"))
+    M = M @ _scale(s, 1 / s)
+    M = M @ _rotation(_gated((rnd() * 2 - 1) * math.pi, 0, p_rot))
+    shift = [_gated(torch.randn(B, device=device) * TRANSLATE_STD * 2, 0, p("xfrac")) for _ in "xy"]
+    return M @ _translate(*shift)
+
+
+def color_transform(B: int, probs: dict[str, float], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image affine colour maps y = A x + b on RGB in [-1, 1]: A [B, 3, 3], b [B, 3]."""
+    p = lambda name: probs.get(name, 0.0)
+    A = torch.eye(3, device=device).repeat(B, 1, 1)
+    b = torch.zeros([B, 3], device=device)
+    v = torch.full([3], 1 / math.sqrt(3), device=device)                        # the luma (grey) axis
+    vv = torch.outer(v, v)
+    eye = torch.eye(3, device=device)
+
+    def then(M: torch.Tensor, t: Optional[torch.Tensor] = None) -> None:
+        nonlocal A, b
+        A, b = M @ A, (M @ b.unsqueeze(-1)).squeeze(-1) + (0 if t is None else t)
+
+    bright = _gated(torch.randn(B, device=device) * BRIGHTNESS_STD, 0, p("brightness"))
+    then(eye.expand(B, 3, 3), bright[:, None].expand(B, 3))
+    contrast = _gated(torch.exp2(torch.randn(B, device=device) * CONTRAST_STD), 1, p("contrast"))
+    then(eye * contrast[:, None, None])
+    flip = _gated(torch.floor(torch.rand(B, device=device) * 2), 0, p("lumaflip"))
+    then(eye - 2 * vv * flip[:, None, None])                                    # mirror along the luma axis
+    theta = _gated((torch.rand(B, device=device) * 2 - 1) * math.pi, 0, p("hue"))
+    cross = torch.tensor([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], device=device)
+    c, s = theta.cos()[:, None, None], theta.sin()[:, None, None]
+    then(c * eye + s * cross + (1 - c) * vv)                                    # Rodrigues: hue rotation about v
+    sat = _gated(torch.exp2(torch.randn(B, device=device) * SATURATION_STD), 1, p("saturation"))
+    then(eye + (eye - vv) * (sat - 1)[:, None, None])                           # scale the chroma only
+    return A, b
+
+
+class AugmentPipe(torch.nn.Module):
+    """Applies the chosen transforms, each with probability `p` (an attribute the caller may change)."""
+
+    def __init__(self, pipe: str = "bgc", p: float = 0.0):
+        super().__init__()
+        self.transforms = parse_pipe(pipe)
+        self.p = float(p)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = images.shape
+        assert H == W, f"augmentation expects square images, got {H}x{W}"
+        if self.p <= 0:
+            return images
+        probs = {name: self.p for name in self.transforms}
+        on = lambda group: bool(self.transforms & set(GROUPS[group]))
+        x = images
+        if on("blit") or on("geom"):
+            x = self._resample(x, geometric_matrix(B, H, probs, x.device))
+        if on("color"):
+            x = self._color(x, *color_transform(B, probs, x.device))
+        if on("filter"):
+            x = self._filter(x, self.p)
+        if on("noise"):
+            sigma = _gated(torch.randn(B, device=x.device).abs() * NOISE_STD, 0, self.p)
+            x = x + torch.randn_like(x) * sigma[:, None, None, None]
+        if on("cutout"):
+            x = self._cutout(x, self.p)
+        return x
+
+    @staticmethod
+    def _resample(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """Sample x at M @ (output coordinates); images whose map is the identity stay bit-exact."""
+        moved = (M - torch.eye(3, device=M.device)).abs().amax(dim=(1, 2)) > 0            # [B]
+        if not moved.any():
+            return x
+        grid = Fn.affine_grid(M[:, :2].to(x.dtype), list(x.shape), align_corners=False)
+        out = Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return torch.where(moved[:, None, None, None], out, x)
+
+    @staticmethod
+    def _color(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        C = x.shape[1]
+        rgb = x if C == 3 else x.mean(1, keepdim=True).expand(-1, 3, -1, -1)    # grey: transform (g, g, g)
+        out = torch.einsum("bij,bjhw->bihw", A.to(x.dtype), rgb) + b.to(x.dtype)[:, :, None, None]
+        return out if C == 3 else out.mean(1, keepdim=True)
+
+    @staticmethod
+    def _filter(x: torch.Tensor, p: float) -> torch.Tensor:
+        """Random gains of 4 frequency bands, normalised so that the expected energy is kept (paper App. B)."""
+        B, _, H, W = x.shape
+        gains = _gated(torch.exp2(torch.randn([B, 4], device=x.device) * FILTER_STD), 1, p)
+        energy = torch.tensor(FILTER_ENERGY, device=x.device)
+        moved = (gains != 1).any(1)
+        if not moved.any():
+            return x
+        gains = gains / (gains.square() * energy).sum(1, keepdim=True).sqrt()
+        fy = torch.fft.fftfreq(H, device=x.device)[:, None] * 2 * math.pi
+        fx = torch.fft.rfftfreq(W, device=x.device)[None, :] * 2 * math.pi
+        radius = (fx.square() + fy.square()).sqrt().clamp(max=math.pi)                    # [H, W//2+1]
+        band = torch.bucketize(radius, torch.tensor(FILTER_BANDS[1:-1], device=x.device), right=True)
+        response = gains[:, band].to(x.dtype)                                             # [B, H, W//2+1]
+        out = torch.fft.irfft2(torch.fft.rfft2(x) * response[:, None], s=(H, W))
+        return torch.where(moved[:, None, None, None], out, x)
+
+    @staticmethod
+    def _cutout(x: torch.Tensor, p: float) -> torch.Tensor:
+        B, _, H, W = x.shape
+        on = (torch.rand(B, device=x.device) < p)[:, None, None]
+        centre = torch.rand([B, 2], device=x.device)
+        ys = (torch.arange(H, device=x.device) + 0.5) / H
+        xs = (torch.arange(W, device=x.device) + 0.5) / W
+        inside = ((ys[None, :, None] - centre[:, 0, None, None]).abs() < CUTOUT_SIZE / 2) & \
+                 ((xs[None, None, :] - centre[:, 1, None, None]).abs() < CUTOUT_SIZE / 2)
+        return x * (~(inside & on))[:, None].to(x.dtype)
+
+
+class AdaController:
+    """Adapts `pipe.p` from the signs of D's outputs on reals (paper §3: the r_t heuristic)."""
+
+    def __init__(self, pipe: AugmentPipe, cfg: AugmentConfig):
+        self.pipe, self.cfg = pipe, cfg
+        self.sign_sum, self.count, self.steps = 0.0, 0, 0
+
+    def observe(self, real_logits: torch.Tensor) -> None:
+        """Accumulate sign(D(real)) of one batch chunk."""
+        self.sign_sum += float(real_logits.detach().sign().sum())
+        self.count += int(real_logits.numel())
+
+    def step(self, images_seen: int, world_size: int = 1) -> Optional[float]:
+        """Call after each training step with the images per step (all ranks); adjusts p every `interval`
+        calls. Returns r_t when it adjusted, else None."""
+        self.steps += 1
+        if self.steps % self.cfg.interval:
+            return None
+        totals = torch.tensor([self.sign_sum, float(self.count)], dtype=torch.float64)
+        if world_size > 1:
+            torch.distributed.all_reduce(totals)
+        self.sign_sum, self.count = 0.0, 0
+        if totals[1] == 0:
+            return None
+        r_t = float(totals[0] / totals[1])
+        adjust = np.sign(r_t - self.cfg.target) * images_seen * self.cfg.interval / (self.cfg.kimg * 1000)
+        self.pipe.p = float(min(max(self.pipe.p + adjust, 0.0), 1.0))
+        return r_t
+
+    def state(self) -> dict:
+        return {"augment_p": self.pipe.p, "ada_sign_sum": self.sign_sum, "ada_count": self.count,
+                "ada_steps": self.steps}
+
+    def load(self, state: dict) -> None:
+        self.pipe.p = float(state.get("augment_p", self.pipe.p))
+        self.sign_sum = float(state.get("ada_sign_sum", 0.0))
+        self.count = int(state.get("ada_count", 0))
+        self.steps = int(state.get("ada_steps", 0))
+
+
+def build(cfg: AugmentConfig) -> tuple[Optional[AugmentPipe], Optional[AdaController]]:
+    """The pipe (None for mode 'none') and, for 'ada', its controller."""
+    cfg.validate()
+    if cfg.mode == "none":
+        return None, None
+    pipe = AugmentPipe(cfg.pipe, cfg.p)
+    return pipe, (AdaController(pipe, cfg) if cfg.mode == "ada" else None)
