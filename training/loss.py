@@ -14,8 +14,10 @@ class GANLoss:
     """Computes each training phase's loss; the caller owns backward, accumulation and optimisers."""
 
     def __init__(self, G: Generator, D: Discriminator, cfg: LossConfig,
-                 autocast: Callable[[], "torch.autocast"] = lambda: torch.autocast("cpu", enabled=False)):
+                 autocast: Callable[[], "torch.autocast"] = lambda: torch.autocast("cpu", enabled=False),
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, ada=None):
         self.G, self.D, self.cfg, self.autocast = G, D, cfg, autocast
+        self.augment, self.ada = augment, ada       # ADA: every image D sees is augmented; D(reals) sets p
         self.pl_mean = torch.zeros([])
 
     # -- generator ------------------------------------------------------------------------------------
@@ -28,6 +30,8 @@ class GANLoss:
         return img, ws
 
     def discriminate(self, img: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.augment is not None:        # reals, fakes and the R1 reals (its gradient goes through it)
+            img = self.augment(img)
         with self.autocast():
             return self.D(img, c).float()
 
@@ -62,6 +66,8 @@ class GANLoss:
             fake, _ = self.generate(z, c)
         fake_logits = self.discriminate(fake, c)
         real_logits = self.discriminate(real, c)
+        if self.ada is not None:
+            self.ada.observe(real_logits)
         kind = self.cfg.d_loss
         if kind == "logistic":
             loss = Fn.softplus(fake_logits) + Fn.softplus(-real_logits)
