@@ -286,6 +286,13 @@ class AdaController:
         self.steps = int(state.get("ada_steps", 0))
 
 
+def config_from(opts) -> AugmentConfig:
+    """The config from anything with the flags' attribute names (augment, augment_p, ada_target, ada_kimg,
+    augment_pipe): parsed arguments or the training options."""
+    return AugmentConfig(mode=opts.augment, p=opts.augment_p, target=opts.ada_target, kimg=opts.ada_kimg,
+                         pipe=opts.augment_pipe)
+
+
 def build(cfg: AugmentConfig) -> tuple[Optional[AugmentPipe], Optional[AdaController]]:
     """The pipe (None for mode 'none') and, for 'ada', its controller."""
     cfg.validate()
