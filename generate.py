@@ -165,7 +165,7 @@ def donor_latents(G: torch.nn.Module, args: argparse.Namespace, n: int, from_w: 
         return z
     c = class_labels(G, args.class_idx, 1, device)
     with torch.no_grad():
-        return G.mapping(z.to(device), c, pos=G.pos, truncation_psi=args.truncation_psi)[:, :, 0].cpu()
+        return G.map(z.to(device), c, truncation_psi=args.truncation_psi)[:, :, 0].cpu()
 
 
 def render_batch(G: torch.nn.Module, rows: torch.Tensor, from_w: bool, c: Optional[torch.Tensor],

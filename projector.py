@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as Fn
 from tqdm import tqdm
 
+from dnnlib.cli import FlagParser
 from dnnlib.util import UserError, atomic_path, atomic_write, cli_main
 from training.sampling import pick_device, save_npy, save_png, to_uint8
 from training.visualize import colorize_hard, upsample_maps
@@ -167,7 +168,7 @@ def _noise_penalty(noise: torch.Tensor) -> torch.Tensor:
 
 def _synthesize(G, w: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     ws = w.unsqueeze(2).repeat(1, 1, G.num_ws, 1)                  # [1, K+1, num_ws, d]
-    return G.synthesis(ws, pos=G.pos, noise_mode="const")
+    return G.synthesize(ws, noise_mode="const")
 
 
 def mean_latents(G, samples: int, seed: int) -> tuple[torch.Tensor, float]:
@@ -175,7 +176,7 @@ def mean_latents(G, samples: int, seed: int) -> tuple[torch.Tensor, float]:
     device = next(G.parameters()).device
     z = torch.randn([samples, G.k, G.z_dim], generator=torch.Generator().manual_seed(seed)).to(device)
     with torch.no_grad():
-        w = torch.cat([G.mapping(c, None, pos=G.pos, update_w_avg=False)[:, :, 0] for c in z.split(500)])
+        w = torch.cat([G.map(c, None, update_w_avg=False)[:, :, 0] for c in z.split(500)])
     w_avg = w.mean(0)
     return w_avg, float(((w - w_avg).square().sum() / samples).sqrt())
 
@@ -187,12 +188,12 @@ def fit_z(G, w: torch.Tensor, w_avg: torch.Tensor, steps: int = 300, seed: int =
     opt = torch.optim.Adam([z], lr=0.05)
     scale = (w - w_avg).square().sum().clamp(min=1e-12)
     for _ in range(steps):
-        err = (G.mapping(z, None, pos=G.pos, update_w_avg=False)[0, :, 0] - w).square().sum() / scale
+        err = (G.map(z, None, update_w_avg=False)[0, :, 0] - w).square().sum() / scale
         opt.zero_grad(set_to_none=True)
         err.backward()
         opt.step()
     with torch.no_grad():
-        err = (G.mapping(z, None, pos=G.pos, update_w_avg=False)[0, :, 0] - w).square().sum() / scale
+        err = (G.map(z, None, update_w_avg=False)[0, :, 0] - w).square().sum() / scale
     return z.detach()[0], float(err)
 
 
@@ -332,7 +333,7 @@ def save_outputs(result: Projection, target: torch.Tensor, outdir: Path, G) -> d
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a model generate.py accepts (checkpoint, run folder, ...)")
     p.add_argument("--target", required=True, help="the image to project (any size; centre-cropped, resized)")
     p.add_argument("--outdir", default="projection", help="where the outputs go (default: %(default)s)")

@@ -197,8 +197,8 @@ def test_swap_and_resample_components(tmp_path, one_thread, capsys) -> None:
 
     # w space: swapping every row reproduces the donor exactly; resampling takes the rows of the seed's w.
     with torch.no_grad():
-        wa = G.mapping(torch.from_numpy(za), None, pos=G.pos, truncation_psi=0.5)[:, :, 0].numpy()
-        w7 = G.mapping(z_from_seeds([7], G.k, G.z_dim), None, pos=G.pos, truncation_psi=0.5)[:, :, 0].numpy()
+        wa = G.map(torch.from_numpy(za), None, truncation_psi=0.5)[:, :, 0].numpy()
+        w7 = G.map(z_from_seeds([7], G.k, G.z_dim), None, truncation_psi=0.5)[:, :, 0].numpy()
     np.save(tmp_path / "wa.npy", wa)
     np.save(tmp_path / "w7.npy", w7)
     generate_in_process("--model", model, "--latents-w", str(tmp_path / "wa.npy"), "--components", "0,1,2,3,global",

@@ -69,6 +69,11 @@ class TrainOptions:
     last_snapshots: int = 10
     grid_size: tuple = (3, 2)             # Sample grid columns x rows.
     blending_alpha: float = 0.3           # Image weight where attention maps are blended with images.
+    augment: str = "none"                 # Discriminator augmentation: ada / fixed / none (training/data/augment.py).
+    augment_p: float = 0.0                # Its probability (ada: the start value).
+    ada_target: float = 0.6               # ADA: wanted mean sign of D(reals).
+    ada_kimg: float = 500                 # ADA: p may go from 0 to 1 within this many kimg.
+    augment_pipe: str = "bgc"             # Which transforms (bgc, bgcfnc, or a list; see training/data/augment.py).
     loss: LossConfig = field(default_factory=LossConfig)
 
     def validate(self) -> None:

@@ -40,6 +40,8 @@ def _check(run: RunConfig) -> list[int]:
     if args.batch_size % n or (args.batch_size // n) % min(args.batch_gpu, args.batch_size // n):
         raise UserError(f"--batch-size {args.batch_size} must split evenly over {n} processes "
                         f"and into chunks of --batch-gpu {args.batch_gpu}")
+    from training.data.augment import config_from
+    config_from(args).validate()
     if run.metrics not in ("none", ""):
         from metrics.metric_main import parse_metric_names
         parse_metric_names(run.metrics)           # unknown names fail now, not at the first snapshot

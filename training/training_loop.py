@@ -15,6 +15,7 @@ from training import snapshots
 from training.checkpoint import kimg_tag
 from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
 from training.distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
+from training.data.augment import build as build_augment, config_from
 from training.loss import GANLoss
 from training.networks import Discriminator, Generator
 from training.run_config import TrainOptions
@@ -48,14 +49,16 @@ class Trainer:
         self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval)
         use_bf16 = opts.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-        self.loss = GANLoss(self.G, self.D, opts.loss, self.autocast)
+        self.augment_pipe, self.ada = build_augment(config_from(opts))
+        self.loss = GANLoss(self.G, self.D, opts.loss, self.autocast, augment=self.augment_pipe, ada=self.ada)
         self.cur_nimg, self.step, self.tick = 0, 0, 0
         self.stats = StatsCollector()
 
     # -- state -----------------------------------------------------------------------------------------
 
     def counters(self) -> dict:
-        return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick, "pl_mean": float(self.loss.pl_mean)}
+        return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick, "pl_mean": float(self.loss.pl_mean),
+                **(self.ada.state() if self.ada is not None else {})}
 
     def load_state(self, path: Path) -> None:
         nets, _, opts, counters = snapshots.load_state(path)
@@ -68,6 +71,8 @@ class Trainer:
             raise UserError(f"{path} does not fit this run's networks: {str(e).splitlines()[0]}") from None
         self.cur_nimg, self.step, self.tick = counters["cur_nimg"], counters["step"], counters["tick"]
         self.loss.pl_mean = torch.tensor(counters.get("pl_mean", 0.0))
+        if self.ada is not None:
+            self.ada.load(counters)
 
     def check_finite(self) -> None:
         """Once per tick (one device sync): stop before anything non-finite can be saved."""
@@ -125,6 +130,8 @@ class Trainer:
         if hasattr(G.mapping, "w_avg"):
             average_buffer(G.mapping.w_avg, self.d.world_size)   # keep the tracked average identical on all ranks
         self.update_ema()
+        if self.ada is not None:
+            self.ada.step(o.batch_size, self.d.world_size)
         self.cur_nimg += o.batch_size
         self.step += 1
 
@@ -213,6 +220,8 @@ class Trainer:
                           "Timing/total_sec": now - start_time, "Timing/sec_per_tick": now - tick_start_time,
                           "Timing/sec_per_kimg": (now - tick_start_time) / max(tick_kimg, 1e-8),
                           "Timing/images_per_sec": tick_kimg * 1000 / max(now - tick_start_time, 1e-8)}
+                if self.augment_pipe is not None:
+                    timing["Progress/augment"] = self.augment_pipe.p
                 if self.device.type == "cuda":
                     timing["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
                     torch.cuda.reset_peak_memory_stats(self.device)
@@ -256,6 +265,8 @@ def _console_line(r: dict, total: int, cur: int) -> str:
                        ("Loss/pl_penalty", "pl")):
         if key in r:
             parts.append(f"{short} {r[key]:.3f}")
+    if "Progress/augment" in r:
+        parts.append(f"augment {r['Progress/augment']:.3f}")
     if "Resources/peak_gpu_mem_gb" in r:
         parts.append(f"mem {r['Resources/peak_gpu_mem_gb']:.2f}GB")
     return "  ".join(parts)
