@@ -37,15 +37,18 @@ def train(args, name: str, extra: list[str]) -> dict:
            "--result-dir", str(args.work / "results"), "--expname", name, *QUICKSTART, "--total-kimg", str(args.kimg),
            "--kimg-per-tick", str(args.kimg_per_tick), "--snapshot-ticks", "1000", "--metrics", "fid,kid",
            "--eval-images-num", str(args.eval_images), "--summarize", "False", "--restart", *extra]
-    seconds = run(cmd)
+    seconds = None if args.collect else run(cmd)
+    return collect(args, name, " ".join(["python", *cmd[1:]]), seconds)
+
+
+def collect(args, name: str, command: str, seconds) -> dict:
+    """Figures of the latest run `name` in --work: metrics at the end and the per-tick curves."""
     run_dir = sorted((args.work / "results").glob(f"{name}-*"))[-1]
     ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-    last = ticks[-1]
-    metrics = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("Metrics/")}
-    if not metrics:                             # older layouts: the metric files
-        for f in run_dir.glob("metric-*.txt"):
-            metrics[f.stem] = f.read_text().strip().splitlines()[-1]
-    return {"command": " ".join(["python", *cmd[1:]]), "seconds": round(seconds, 1), "run_dir": str(run_dir),
+    metrics = {}
+    for t in ticks:
+        metrics.update({k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("Metrics/")})
+    return {"command": command, "seconds": None if seconds is None else round(seconds, 1), "run_dir": str(run_dir),
             "metrics": metrics, "kimg": [t["Progress/kimg"] for t in ticks],
             "augment_p": [t.get("Progress/augment") for t in ticks],
             "sign_real": [t.get("Loss/signs/real") for t in ticks]}
@@ -85,10 +88,13 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=500)
     p.add_argument("--images", type=int, default=1000, help="dataset subset size")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ada-scenes1k-cpu.json")
+    p.add_argument("--collect", action="store_true", help="do not train: collect the latest runs in --work")
+    p.add_argument("--note", default="", help="a remark stored with the results")
     args = p.parse_args()
     prep = [sys.executable, "prepare_data.py", "--scenes", "--resolution", "32", "--max-images", str(args.images),
             "--data-dir", str(args.work / "data")]
-    run(prep)
+    if not args.collect:
+        run(prep)
     runs = {"none": train(args, "noaug", ["--augment", "none"]),
             "ada": train(args, "ada", ["--augment", "ada", "--ada-kimg", str(args.ada_kimg),
                                        "--ada-target", str(args.ada_target)])}
@@ -96,7 +102,8 @@ def main() -> None:
     result = {"what": f"Quickstart-sized GANformer on a {args.images}-image scenes subset at 32x32, {args.kimg} kimg each, "
                       "with and without ADA; FID/KID at the end on --eval-images-num fakes vs the subset's reals",
               "command": " ".join(["python", "bench/ada_experiment.py", *sys.argv[1:]]),
-              "prepare": " ".join(["python", *prep[1:]]), "device": "cpu", "torch": torch.__version__, "runs": runs}
+              "prepare": " ".join(["python", *prep[1:]]), "device": "cpu", "torch": torch.__version__,
+              "note": args.note, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     ada = runs["ada"]
