@@ -298,7 +298,7 @@ def test_preview_writes_a_grid_of_the_dataset(tmp_path, capsys):
     out = capsys.readouterr().out
     preview = tmp_path / "d" / "scenes" / "preview.png"
     assert f"scenes: preview of the dataset in {preview}" in out
-    assert Image.open(preview).size == (5 * 128, 128)               # 5 images, 8x8 enlarged 16 times
+    assert Image.open(preview).size == (5 * 130 - 2, 128)           # 5 images, 8x8 enlarged 16 times, 2 apart
     preview.unlink()
     assert run("--task", "scenes2", "--preview", "--data-dir", tmp_path / "d") == 2          # nothing prepared
     assert "no prepared dataset" in capsys.readouterr().err

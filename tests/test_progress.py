@@ -87,8 +87,9 @@ def test_small_images_are_enlarged_for_viewing_and_noise_maps_normalised():
     imgs = torch.arange(2 * 4 * 4 * 3, dtype=torch.uint8).reshape(2, 4, 4, 3)
     big = enlarge(imgs, 3)
     assert big.shape == (2, 12, 12, 3) and torch.equal(big[:, ::3, ::3], imgs) and torch.equal(big[:, 2::3, 1::3], imgs)
-    grid = view_grid(imgs, 2)
-    assert grid.shape == (128, 256, 3) and np.array_equal(grid[:4, :4], imgs[0, :1, :1].expand(4, 4, 3).numpy())
+    grid = view_grid(imgs, 2)                                # two 128-pixel cells, 2 black pixels apart
+    assert grid.shape == (128, 258, 3) and np.array_equal(grid[:4, :4], imgs[0, :1, :1].expand(4, 4, 3).numpy())
+    assert (grid[:, 128:130] == 0).all() and np.array_equal(grid[-1, -1], imgs[1, -1, -1].numpy())
     std = torch.zeros(32, 32)
     std[3, 5] = 2.25                                         # a dim map: the official rendering gives 9 of 255
     img = noise_variance_image(std)
@@ -102,7 +103,7 @@ def test_dataset_grid_spreads_over_the_dataset(tmp_path):
     write_scenes(tmp_path / "scenes", resolution=16, count=40, workers=1, progress=False)
     ds = ImageDataset(tmp_path / "scenes")
     grid = dataset_grid(ds, cols=8, rows=4)
-    assert grid.shape == (4 * 128, 8 * 128, 3)
+    assert grid.shape == (4 * 130 - 2, 8 * 130 - 2, 3)
     last = ds.get_batch([39])[0][0].permute(1, 2, 0)                    # the last cell is the last image
     assert np.array_equal(grid[-128::8, -128::8], last.numpy())
 
@@ -137,8 +138,8 @@ def test_short_run_keeps_every_point_shows_status_and_writes_reals(tmp_path, cap
     assert {"network-snapshot-000000.004.safetensors", "network-snapshot-000000.008.safetensors"} <= names
     assert {"training-state-000000.002.safetensors", "network-snapshot-000000.006.safetensors"} <= names  # by time
     from PIL import Image
-    assert Image.open(run / "fakes-000000.004.png").size == (256, 128)
-    assert Image.open(run / "reals.png").size == (8 * 128, 2 * 128)          # 16 images: 8 x 2
+    assert Image.open(run / "fakes-000000.004.png").size == (2 * 130 - 2, 128)
+    assert Image.open(run / "reals.png").size == (8 * 130 - 2, 2 * 130 - 2)   # 16 images: 8 x 2
     # TensorBoard steps are image counts
     (events,) = run.glob("events.out.tfevents.*")
     steps = [dict(_fields(r)).get(2) for r in list(read_records(events))[1:]]

@@ -29,18 +29,20 @@ def palette(k: int) -> torch.Tensor:
     return torch.tensor(cols, dtype=torch.float32)
 
 
-def image_grid(images: torch.Tensor, cols: int) -> np.ndarray:
-    """uint8 NHWC -> one HWC grid with `cols` columns (missing cells black)."""
+def image_grid(images: torch.Tensor, cols: int, gap: int = 0) -> np.ndarray:
+    """uint8 NHWC -> one HWC grid with `cols` columns, `gap` black pixels between cells (missing cells black)."""
     n, h, w, c = images.shape
     rows = (n + cols - 1) // cols
-    grid = torch.zeros([rows * h, cols * w, c], dtype=torch.uint8)
+    grid = torch.zeros([rows * (h + gap) - gap, cols * (w + gap) - gap, c], dtype=torch.uint8)
     for i in range(n):
         r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[i]
+        y, x = r * (h + gap), q * (w + gap)
+        grid[y:y + h, x:x + w] = images[i]
     return grid.numpy()
 
 
 VIEW_SIDE = 128                    # images smaller than this are enlarged (nearest) in grids made for viewing
+VIEW_GAP = 2                       # black pixels between the cells of a viewing grid
 
 
 def view_factor(side: int, target: int = VIEW_SIDE) -> int:
@@ -56,8 +58,8 @@ def enlarge(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def view_grid(images: torch.Tensor, cols: int) -> np.ndarray:
-    """A grid for looking at: like image_grid, with small images enlarged to VIEW_SIDE pixels."""
-    return image_grid(enlarge(images, view_factor(images.shape[1])), cols)
+    """A grid for looking at: small images enlarged to VIEW_SIDE pixels, cells VIEW_GAP pixels apart."""
+    return image_grid(enlarge(images, view_factor(images.shape[1])), cols, gap=VIEW_GAP)
 
 
 def dataset_grid(dataset, cols: int = 8, rows: int = 4) -> np.ndarray:
