@@ -9,16 +9,15 @@ import io
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dnnlib import util
+from dnnlib.progress import bar as progress_bar
 
 from .feature_networks import FeatureNetwork
 
@@ -255,15 +254,15 @@ def extract_features(batches: Iterable[torch.Tensor], networks: Mapping[str, Fea
                      desc: str = "features", progress: bool = True) -> int:
     """Run every network on every uint8 batch (cropped by `ratio`) and append to its stats.
 
-    Shows a tqdm bar with images/s. Returns the number of images seen.
+    Shows a progress bar with images/s (a line every 10 s when stderr is not a terminal).
+    Returns the number of images seen.
     """
     seen = 0
     devices = {net.device for net in networks.values()}
     with contextlib.ExitStack() as stack:
         for device in devices:
             stack.enter_context(fp32_precision(device))
-        bar = stack.enter_context(tqdm(total=num_images, desc=desc, unit="img", file=sys.stderr,
-                                       disable=not progress, dynamic_ncols=True, leave=False))
+        bar = stack.enter_context(progress_bar(num_images, desc, "img", enabled=progress, leave=False))
         for batch in batches:
             batch = crop_rows(batch, ratio)  # [B, 3, H', W]
             for key, net in networks.items():

@@ -77,7 +77,7 @@ def _metrics_callback(run: RunConfig, opts: TrainOptions, d: Dist, device: torch
     if num < run.eval_images_num:
         print(f"note: the dataset has {len(dataset)} images; metrics use {num} (--eval-images-num {run.eval_images_num})")
     return lambda G, kimg: evaluate(G, run.metrics, dataset, num, device, opts.run_dir,
-                                    snapshot=f"network-snapshot-{kimg_tag(round(kimg * 1000))}", progress=False)
+                                    snapshot=f"network-snapshot-{kimg_tag(round(kimg * 1000))}")
 
 
 def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optional[str],
