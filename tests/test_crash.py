@@ -8,6 +8,7 @@ training state (during start-up), between ticks, and during writes (seen as a st
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -54,38 +55,58 @@ def _check_folder(results: Path) -> tuple[int, int]:
     return len(snapshots.states(run)), len(list(run.glob(".*.tmp")))
 
 
+def _wait_for(proc: subprocess.Popen, results: Path, until: float, on_tmp: bool) -> bool:
+    """Wait until `until` (monotonic) or, with on_tmp, until a temporary file shows up in the run folder
+    (a write in progress); True if the process is still running then."""
+    while time.monotonic() < until and proc.poll() is None:
+        if on_tmp and any(p.name.endswith(".tmp") for run in snapshots.find_runs(results, "t")
+                          for p in os.scandir(run)):
+            return proc.poll() is None
+        time.sleep(0.001 if on_tmp else 0.01)
+    return proc.poll() is None
+
+
+def _first_state_time(cmd: list[str], results: Path) -> tuple[float, float]:
+    """(seconds until the first training state exists, seconds for the whole run) of an uninterrupted run."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = None
+    while proc.poll() is None:
+        if first is None and any(snapshots.latest_state(r) for r in snapshots.find_runs(results, "t")):
+            first = time.monotonic() - t0
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    total = time.monotonic() - t0
+    return first or total, total
+
+
 @pytest.mark.slow
 def test_twenty_kills_lose_nothing(data_dir, tmp_path) -> None:
     cmd = lambda results: [sys.executable, str(REPO / "run_network.py"), *cli(data_dir, results, *ARGS)]
-    t0 = time.time()
-    subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, check=True, capture_output=True, timeout=900)
-    duration = time.time() - t0
+    first_state, duration = _first_state_time(cmd(tmp_path / "straight"), tmp_path / "straight")
     reference = final_state(tmp_path / "straight")
     rng = random.Random(13)
     kills = before_state = during_write = campaigns = 0
     while kills < KILLS:
         campaigns += 1
         results = tmp_path / f"killed-{campaigns}"
-        first = True
-        while True:
-            # The first kill of a campaign comes during start-up (before any training state), the others anywhere.
-            delay = rng.uniform(0.05, 0.6 * duration) if not first else rng.uniform(0.05, 0.3 * duration)
-            first = False
+        for attempt in range(100):
+            # Rotate: during start-up (before any state), at the next write (a temporary file seen), any time.
+            kind = "startup" if attempt == 0 else ("write", "any")[attempt % 2]
+            delay = rng.uniform(0.05, 0.9 * first_state) if kind == "startup" else rng.uniform(0.05, duration)
             proc = subprocess.Popen(cmd(results), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                states, tmps = _check_folder(results)
-                before_state += states == 0
-                during_write += tmps > 0
-                if kills >= KILLS:
-                    break
-                continue
-            assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
-            break
+            deadline = time.monotonic() + (delay if kind != "write" else duration * 2)
+            if not _wait_for(proc, results, deadline, on_tmp=kind == "write"):
+                assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+                break                                   # finished on its own: this campaign is complete
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            states, tmps = _check_folder(results)
+            before_state += states == 0
+            during_write += tmps > 0
+            if kills >= KILLS:
+                break
         proc = subprocess.run(cmd(results), cwd=REPO, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs = snapshots.find_runs(results, "t")
@@ -95,6 +116,6 @@ def test_twenty_kills_lose_nothing(data_dir, tmp_path) -> None:
         ticks = [json.loads(line)["Progress/tick"] for line in (runs[0] / "stats.jsonl").read_text().splitlines()]
         assert ticks == list(range(1, len(ticks) + 1)), ticks
     print(f"\ncrash test: {kills} kills survived in {campaigns} campaign(s); {before_state} before the first "
-          f"training state, {during_write} left a stale temporary file (killed during a write); every folder "
-          f"single, every file loadable, final weights bitwise equal to the uninterrupted run")
-    assert before_state >= 1
+          f"training state, {during_write} during a write (a temporary file left behind); every folder single, "
+          f"every file loadable, final weights bitwise equal to the uninterrupted run")
+    assert before_state >= 1 and during_write >= 1
