@@ -9,7 +9,7 @@ from dnnlib.ops import upfirdn2d
 from dnnlib.ops.conv2d_resample import conv2d_resample
 
 
-def _naive(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
+def _reference_steps(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
     """The op as defined, one step at a time: (zero-insert, pad once, FIR) -> plain conv -> (FIR, decimate).
 
     Padding is on the upsampled image, extended by the FIR centring offsets for up and for down.
@@ -49,13 +49,13 @@ CASES = [
 @pytest.mark.parametrize("k,up,down,padding,groups", CASES)
 @pytest.mark.parametrize("flip_weight", [True, False])
 @pytest.mark.parametrize("flip_filter", [False, True])
-def test_matches_naive(k, up, down, padding, groups, flip_weight, flip_filter) -> None:
+def test_matches_reference_steps(k, up, down, padding, groups, flip_weight, flip_filter) -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 6, 8, 7, generator=g, dtype=torch.float64)
     w = torch.randn(6, 6 // groups, k, k, generator=g, dtype=torch.float64)
     f = upfirdn2d.setup_filter([1, 2, 3, 1])  # asymmetric: exposes any flip mix-up
     got = conv2d_resample(x, w, f, up=up, down=down, padding=padding, groups=groups, flip_weight=flip_weight, flip_filter=flip_filter)
-    want = _naive(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
+    want = _reference_steps(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 

@@ -226,3 +226,29 @@ def test_bad_arguments() -> None:
         upfirdn2d.upfirdn2d(x, f.clone().requires_grad_())
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         upfirdn2d.upfirdn2d(x, f, impl="cuda")
+
+
+@pytest.mark.parametrize(
+    "taps,kw",
+    [
+        ([1, 3, 3, 1], {"up": 2, "padding": [2, 1, 2, 1]}),
+        ([1, 3, 3, 1], {"down": 2, "padding": [2, 1, 1, 1]}),
+        ([1, 2, 4], {"up": [2, 3], "down": [3, 2], "padding": [1, -1, 0, 2], "flip_filter": True, "gain": 2.0}),
+        (list(range(1, 9)), {"down": 3, "padding": [3, 4, 4, 3]}),
+    ],
+)
+def test_adjoint_margins_give_the_gradient(taps: list, kw: dict) -> None:
+    # The CUDA backward pass runs upfirdn2d with these margins; on CPU, check them against autograd.
+    f = upfirdn2d.setup_filter(taps)
+    x = torch.randn(1, 2, 9, 7, dtype=torch.float64, requires_grad=True)
+    y = upfirdn2d.upfirdn2d(x, f, impl="ref", **kw)
+    dy = torch.randn_like(y)
+    (want,) = torch.autograd.grad((y * dy).sum(), [x])
+    up, down = kw.get("up", 1), kw.get("down", 1)
+    up, down = ((v, v) if isinstance(v, int) else tuple(v) for v in (up, down))
+    margins = upfirdn2d._adjoint_margins(x.shape[2:], y.shape[2:], upfirdn2d.filter_extent(f), up, down,
+                                         upfirdn2d.as_margins(kw["padding"]))
+    got = upfirdn2d.upfirdn2d(dy, f, up=down, down=up, padding=margins, flip_filter=not kw.get("flip_filter", False),
+                              gain=kw.get("gain", 1.0), impl="ref")
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -7,8 +7,9 @@ that keeps the output aligned with the input. `impl='ref'` is the plain-PyTorch 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -17,57 +18,101 @@ import torch.nn.functional as F
 from . import custom_ops
 
 IntPair = int | Sequence[int]
-Padding = int | Sequence[int]
+Padding = Union[int, Sequence[int], "Margins"]
 
 _IMPLS = ("auto", "cuda", "ref")
 
 # ---------------------------------------------------------------------------------------------
-# Argument parsing.
+# Arguments: resampling factors, zero margins, filter extent.
 
 
-def _as_int(v: Any, what: str) -> int:
+def _integer(v: Any, what: str) -> int:
     # numpy / torch integer scalars are accepted, floats are not (they would silently truncate).
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{what} must be an int, got {type(v).__name__}")
     return int(v)
 
 
-def _parse_scaling(s: IntPair, what: str = "scaling") -> tuple[int, int]:
-    """Return (sx, sy) from an int or an [x, y] pair."""
-    if isinstance(s, (list, tuple)):
-        if len(s) != 2:
-            raise ValueError(f"{what} must be an int or [x, y], got {s!r}")
-        sx, sy = (_as_int(v, what) for v in s)
-    else:
-        sx = sy = _as_int(s, what)
-    if sx < 1 or sy < 1:
+def _factors(s: IntPair, what: str) -> tuple[int, int]:
+    """(along x, along y) from an int or an [x, y] pair; each at least 1."""
+    pair = s if isinstance(s, (list, tuple)) else (s, s)
+    if len(pair) != 2:
+        raise ValueError(f"{what} must be an int or [x, y], got {s!r}")
+    fx, fy = (_integer(v, what) for v in pair)
+    if min(fx, fy) < 1:
         raise ValueError(f"{what} factors must be >= 1, got {s!r}")
-    return sx, sy
+    return fx, fy
 
 
-def _parse_padding(padding: Padding) -> tuple[int, int, int, int]:
-    """Return (x0, x1, y0, y1) from an int, [x, y] or [x0, x1, y0, y1]."""
-    if isinstance(padding, (list, tuple)):
-        vals = [_as_int(v, "padding") for v in padding]
-        if len(vals) == 2:
-            return vals[0], vals[0], vals[1], vals[1]
-        if len(vals) == 4:
-            return vals[0], vals[1], vals[2], vals[3]
-        raise ValueError(f"padding must be an int, [x, y] or [x0, x1, y0, y1], got {padding!r}")
-    p = _as_int(padding, "padding")
-    return p, p, p, p
+@dataclass(frozen=True)
+class Margins:
+    """Zero samples added before/after the image along x and y (negative = samples cropped).
+
+    Iterates as (x0, x1, y0, y1), the order F.pad and the kernel take them; + and - act elementwise.
+    """
+
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.x0, self.x1, self.y0, self.y1))
+
+    def __add__(self, other: "Margins") -> "Margins":
+        return Margins(*(a + b for a, b in zip(self, other)))
+
+    def __sub__(self, other: "Margins") -> "Margins":
+        return Margins(*(a - b for a, b in zip(self, other)))
+
+    def is_symmetric(self) -> bool:
+        return self.x0 == self.x1 and self.y0 == self.y1
 
 
-def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
-    """Return (width, height) of a prepared filter; a 1-D (separable) filter is square."""
+def as_margins(padding: Padding) -> Margins:
+    """Margins from an int (all sides), [x, y] (both sides of each axis) or [x0, x1, y0, y1]."""
+    if isinstance(padding, Margins):
+        return padding
+    if not isinstance(padding, (list, tuple)):
+        return Margins(*[_integer(padding, "padding")] * 4)
+    vals = [_integer(v, "padding") for v in padding]
+    if len(vals) == 2:
+        return Margins(vals[0], vals[0], vals[1], vals[1])
+    if len(vals) == 4:
+        return Margins(*vals)
+    raise ValueError(f"padding must be an int, [x, y] or [x0, x1, y0, y1], got {padding!r}")
+
+
+def filter_extent(f: torch.Tensor | None) -> tuple[int, int]:
+    """Taps of a prepared filter along (x, y); a 1-D (separable) filter has the same taps along both."""
     if f is None:
         return 1, 1
     if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2):
         raise ValueError("filter must be None or a 1-D/2-D tensor prepared by setup_filter()")
-    fw, fh = int(f.shape[-1]), int(f.shape[0])
-    if fw < 1 or fh < 1:
+    taps_x, taps_y = int(f.shape[-1]), int(f.shape[0])
+    if min(taps_x, taps_y) < 1:
         raise ValueError("filter must not be empty")
-    return fw, fh
+    return taps_x, taps_y
+
+
+def _centred_axis(taps: int, up: int, down: int) -> tuple[int, int]:
+    """Margins (before, after) on one axis that make `taps`-tap filtering of an n-sample signal,
+    zero-inserted by `up` and decimated by `down`, return n * up / down samples aligned with the input.
+
+    Valid filtering shortens the signal by taps - 1 and the decimation needs down - 1 samples of
+    slack, so taps - down margin samples are needed in all. They are split as evenly as possible,
+    the odd one before the signal, and zero insertion shifts the split by up / 2 towards the front
+    because the inserted zeros all follow their sample.
+    """
+    total = taps - down
+    before = (total + up) // 2
+    return before, total - before
+
+
+def centred_margins(taps_x: int, taps_y: int, up: IntPair = 1, down: IntPair = 1) -> Margins:
+    """The margins filter2d / upsample2d / downsample2d add so the output stays aligned with x."""
+    (ux, uy), (dx, dy) = _factors(up, "up"), _factors(down, "down")
+    return Margins(*_centred_axis(taps_x, ux, dx), *_centred_axis(taps_y, uy, dy))
 
 
 def _check_impl(impl: str) -> None:
@@ -140,211 +185,136 @@ def upfirdn2d(
         raise ValueError("x must be a 4-D tensor [batch, channels, height, width]")
     if f is not None and f.requires_grad:
         raise ValueError("upfirdn2d does not propagate gradients to the filter; pass a filter without requires_grad")
-    upx, upy = _parse_scaling(up, "up")
-    downx, downy = _parse_scaling(down, "down")
-    pads = _parse_padding(padding)
-    _get_filter_size(f)  # validates the filter shape
-
-    if custom_ops.use_kernel("upfirdn2d", x, impl, _plugin):
-        return _upfirdn2d_cuda(x, f, (upx, upy), (downx, downy), pads, bool(flip_filter), float(gain))
-    return _upfirdn2d_ref(x, f, (upx, upy), (downx, downy), pads, bool(flip_filter), float(gain))
-
-
-def filter2d(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    padding: Padding = 0,
-    flip_filter: bool = False,
-    gain: float = 1,
-    impl: str = "auto",
-) -> torch.Tensor:
-    """FIR-filter `x`; by default the output has the input's size (`padding` is added on top of that)."""
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
-    pads = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=pads, flip_filter=flip_filter, gain=gain, impl=impl)
-
-
-def upsample2d(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: IntPair = 2,
-    padding: Padding = 0,
-    flip_filter: bool = False,
-    gain: float = 1,
-    impl: str = "auto",
-) -> torch.Tensor:
-    """Upsample by `up` with FIR interpolation; output is `up` times the input size (plus `padding`).
-
-    The gain is multiplied by up_x*up_y so that zero insertion keeps the signal's mean.
-    """
-    upx, upy = _parse_scaling(up, "up")
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
-    pads = [
-        px0 + (fw + upx - 1) // 2,
-        px1 + (fw - upx) // 2,
-        py0 + (fh + upy - 1) // 2,
-        py1 + (fh - upy) // 2,
-    ]
-    return upfirdn2d(x, f, up=up, padding=pads, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
-
-
-def downsample2d(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    down: IntPair = 2,
-    padding: Padding = 0,
-    flip_filter: bool = False,
-    gain: float = 1,
-    impl: str = "auto",
-) -> torch.Tensor:
-    """Low-pass filter then decimate by `down`; output is the input size / `down` (`padding` is on the input)."""
-    downx, downy = _parse_scaling(down, "down")
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
-    pads = [
-        px0 + (fw - downx + 1) // 2,
-        px1 + (fw - downx) // 2,
-        py0 + (fh - downy + 1) // 2,
-        py1 + (fh - downy) // 2,
-    ]
-    return upfirdn2d(x, f, down=down, padding=pads, flip_filter=flip_filter, gain=gain, impl=impl)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference implementation.
-
-
-def _upfirdn2d_ref(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: tuple[int, int],
-    down: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    flip_filter: bool,
-    gain: float,
-) -> torch.Tensor:
-    """Plain-PyTorch upfirdn2d built from zero-insertion, F.pad and depthwise conv2d."""
-    n, c, h, w = x.shape
-    upx, upy = up
-    downx, downy = down
+    up, down, margins = _factors(up, "up"), _factors(down, "down"), as_margins(padding)
+    filter_extent(f)  # validates the filter's shape
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    if custom_ops.use_kernel("upfirdn2d", x, impl, _plugin):
+        return _fused(x, f, up, down, margins, bool(flip_filter), float(gain))
+    return _reference(x, f, up, down, margins, bool(flip_filter), float(gain))
 
-    # Zero insertion: each input pixel becomes the top-left of an up_y x up_x block.
-    if upx > 1 or upy > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-        x = x.reshape(n, c, h * upy, w * upx)
 
-    # F.pad crops where a padding amount is negative, so one call handles both cases.
-    px0, px1, py0, py1 = pads
-    x = F.pad(x, [px0, px1, py0, py1])
+def filter2d(x: torch.Tensor, f: torch.Tensor | None, padding: Padding = 0, flip_filter: bool = False,
+             gain: float = 1, impl: str = "auto") -> torch.Tensor:
+    """FIR-filter `x`; by default the output has the input's size (`padding` is added on top of that)."""
+    margins = as_margins(padding) + centred_margins(*filter_extent(f))
+    return upfirdn2d(x, f, padding=margins, flip_filter=flip_filter, gain=gain, impl=impl)
 
-    # Scale in float32 first (as the filter is stored) and only then cast, so that half/double
-    # inputs see the same filter values as the fused kernel.
-    f = (f * (gain ** (f.ndim / 2))).to(device=x.device, dtype=x.dtype)
-    # conv2d computes correlation; flipping the taps turns it into a true convolution.
-    if not flip_filter:
-        f = f.flip(list(range(f.ndim)))
 
-    # Depthwise filtering: one copy of the filter per channel, groups=channels.
-    if f.ndim == 2:
-        weight = f.reshape(1, 1, *f.shape).repeat(c, 1, 1, 1)
-        x = F.conv2d(x, weight, groups=c)
-    else:
-        taps = f.reshape(1, 1, -1).repeat(c, 1, 1)
-        x = F.conv2d(x, taps.unsqueeze(2), groups=c)  # along width
-        x = F.conv2d(x, taps.unsqueeze(3), groups=c)  # along height
+def upsample2d(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 2, padding: Padding = 0,
+               flip_filter: bool = False, gain: float = 1, impl: str = "auto") -> torch.Tensor:
+    """Upsample by `up` with FIR interpolation; output is `up` times the input size (plus `padding`).
 
-    if downx > 1 or downy > 1:
-        x = x[:, :, ::downy, ::downx]
-    return x
+    The gain is multiplied by up_x * up_y so that zero insertion keeps the signal's mean.
+    """
+    ux, uy = _factors(up, "up")
+    margins = as_margins(padding) + centred_margins(*filter_extent(f), up=(ux, uy))
+    return upfirdn2d(x, f, up=(ux, uy), padding=margins, flip_filter=flip_filter, gain=gain * ux * uy, impl=impl)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor | None, down: IntPair = 2, padding: Padding = 0,
+                 flip_filter: bool = False, gain: float = 1, impl: str = "auto") -> torch.Tensor:
+    """Low-pass filter then decimate by `down`; output is the input size / `down` (`padding` is on the input)."""
+    margins = as_margins(padding) + centred_margins(*filter_extent(f), down=down)
+    return upfirdn2d(x, f, down=down, padding=margins, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA implementation.
+# Reference implementation: the definition, one step at a time.
+
+
+def _scaled_taps(f: torch.Tensor, gain: float, flip_filter: bool) -> torch.Tensor:
+    """The float32 taps times the gain, as a convolution kernel (conv2d correlates: flip for convolution).
+
+    The gain is applied in float32 (as the filter is stored) before any cast, so that half/double
+    inputs meet the same taps as the fused kernel.
+    """
+    taps = f * (gain ** (f.ndim / 2))
+    return taps if flip_filter else taps.flip(list(range(f.ndim)))
+
+
+def _reference(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tuple[int, int], margins: Margins,
+               flip_filter: bool, gain: float) -> torch.Tensor:
+    """Plain PyTorch: zero insertion by strided assignment, F.pad, depthwise conv2d, strided slicing."""
+    batch, channels, height, width = x.shape
+    (ux, uy), (dx, dy) = up, down
+    if ux * uy > 1:
+        spread = x.new_zeros([batch, channels, height * uy, width * ux])
+        spread[:, :, ::uy, ::ux] = x            # each sample leads its uy x ux block
+        x = spread
+    x = F.pad(x, list(margins))                 # negative margins crop
+    taps = _scaled_taps(f, gain, flip_filter).to(device=x.device, dtype=x.dtype)
+    # Depthwise: every channel is filtered on its own; a separable filter runs along x, then along y.
+    kernels = [taps] if taps.ndim == 2 else [taps.reshape(1, -1), taps.reshape(-1, 1)]
+    for k in kernels:
+        x = F.conv2d(x, k.expand(channels, 1, *k.shape).contiguous(), groups=channels)
+    return x[:, :, ::dy, ::dx] if dx * dy > 1 else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused CUDA kernel, with the adjoint as its backward pass.
 
 
 def _plugin() -> Any:
     return custom_ops.get_plugin("upfirdn2d_plugin", sources=["upfirdn2d.cpp", "upfirdn2d.cu"])
 
 
-def _grad_padding(
-    in_hw: Sequence[int],
-    out_hw: Sequence[int],
-    fsize: tuple[int, int],
-    up: tuple[int, int],
-    down: tuple[int, int],
-    pads: tuple[int, int, int, int],
-) -> tuple[int, int, int, int]:
-    """Padding that makes upfirdn2d(dy, flipped f, up=down, down=up) the adjoint of the forward op.
+def _adjoint_axis(n_in: int, n_out: int, taps: int, up: int, down: int, before: int) -> tuple[int, int]:
+    """Margins on one axis for the adjoint of upfirdn (same filter flipped, `up` and `down` swapped).
 
-    The adjoint maps the output grid back onto the input grid: its leading pad is what the filter
-    footprint reaches before the first input pixel, and its trailing pad fills (or crops) what is
-    left so that exactly in_hw pixels come out.
+    The forward output j sees the padded, zero-inserted input at j * down + t (t = 0 .. taps - 1), so the
+    adjoint's zero-inserted gradient must be padded by taps - 1 - before to put input sample i under
+    output j at the same tap. Its trailing margin is then whatever makes the adjoint return exactly
+    n_in samples: before decimation by `up` that is (n_in - 1) * up + 1 samples.
     """
-    ih, iw = in_hw
-    oh, ow = out_hw
-    fw, fh = fsize
-    upx, upy = up
-    downx, downy = down
-    px0, _, py0, _ = pads
-    return (
-        fw - px0 - 1,
-        iw * upx - ow * downx + px0 - upx + 1,
-        fh - py0 - 1,
-        ih * upy - oh * downy + py0 - upy + 1,
-    )
+    lead = taps - 1 - before
+    spread = n_out * down                           # gradient length after zero insertion by `down`
+    return lead, (n_in - 1) * up + 1 + (taps - 1) - spread - lead
 
 
-class _Upfirdn2dCuda(torch.autograd.Function):
+def _adjoint_margins(in_hw: Sequence[int], out_hw: Sequence[int], extent: tuple[int, int],
+                     up: tuple[int, int], down: tuple[int, int], margins: Margins) -> Margins:
+    (taps_x, taps_y), (h_in, w_in), (h_out, w_out) = extent, in_hw, out_hw
+    return Margins(*_adjoint_axis(w_in, w_out, taps_x, up[0], down[0], margins.x0),
+                   *_adjoint_axis(h_in, h_out, taps_y, up[1], down[1], margins.y0))
+
+
+class _FusedUpFirDn(torch.autograd.Function):
     """Kernel forward; backward is the same op with swapped up/down and flipped filter, so it nests."""
 
     @staticmethod
-    def forward(ctx, x, f, up, down, pads, flip_filter, gain):  # type: ignore[override]
+    def forward(ctx, x, f, up, down, margins, flip_filter, gain):  # type: ignore[override]
         plugin = _plugin()
-        upx, upy = up
-        downx, downy = down
-        px0, px1, py0, py1 = pads
+        (ux, uy), (dx, dy), (x0, x1, y0, y1) = up, down, margins
         if f.ndim == 2:
-            y = plugin.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+            y = plugin.upfirdn2d(x, f, ux, uy, dx, dy, x0, x1, y0, y1, flip_filter, gain)
         else:
-            # Separable: two 1-D passes (rows, then columns), each carrying sqrt(gain).
+            # Separable: a pass along x, then one along y, each carrying sqrt(gain).
             g = math.sqrt(gain)
-            y = plugin.upfirdn2d(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, g)
-            y = plugin.upfirdn2d(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, g)
+            y = plugin.upfirdn2d(x, f.unsqueeze(0), ux, 1, dx, 1, x0, x1, 0, 0, flip_filter, g)
+            y = plugin.upfirdn2d(y, f.unsqueeze(1), 1, uy, 1, dy, 0, 0, y0, y1, flip_filter, g)
         ctx.save_for_backward(f)
-        ctx.params = (tuple(x.shape[2:]), up, down, pads, flip_filter, gain)
+        ctx.params = (tuple(x.shape[2:]), up, down, margins, flip_filter, gain)
         return y
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
         (f,) = ctx.saved_tensors
-        in_hw, up, down, pads, flip_filter, gain = ctx.params
+        in_hw, up, down, margins, flip_filter, gain = ctx.params
         dx = None
         if ctx.needs_input_grad[0]:
-            gpads = _grad_padding(in_hw, dy.shape[2:], _get_filter_size(f), up, down, pads)
-            dx = _Upfirdn2dCuda.apply(dy, f, down, up, gpads, not flip_filter, gain)
+            adjoint = _adjoint_margins(in_hw, dy.shape[2:], filter_extent(f), up, down, margins)
+            dx = _FusedUpFirDn.apply(dy, f, down, up, adjoint, not flip_filter, gain)
         return dx, None, None, None, None, None, None
 
 
-def _upfirdn2d_cuda(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: tuple[int, int],
-    down: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    flip_filter: bool,
-    gain: float,
-) -> torch.Tensor:
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+def _fused(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tuple[int, int], margins: Margins,
+           flip_filter: bool, gain: float) -> torch.Tensor:
     # Fold the gain into the float32 filter exactly as the reference does, so both paths multiply by
     # the same rounded taps (float64 results then agree to accumulation-order rounding).
     f = f.to(device=x.device, dtype=torch.float32) * (gain ** (f.ndim / 2))
-    return _Upfirdn2dCuda.apply(x, f, up, down, pads, flip_filter, 1.0)
+    return _FusedUpFirDn.apply(x, f, up, down, margins, flip_filter, 1.0)
 
 
-__all__ = ["downsample2d", "filter2d", "setup_filter", "upfirdn2d", "upsample2d"]
+__all__ = ["Margins", "as_margins", "centred_margins", "downsample2d", "filter2d", "filter_extent", "setup_filter",
+           "upfirdn2d", "upsample2d"]
