@@ -20,7 +20,7 @@ import torch
 from conftest import REF_TF
 from dnnlib.util import UserError
 from training.checkpoint import load_networks
-from training.importers import official_tf, safe_pickle
+from training.importers import official_tf, safe_pickle, tf_layout
 
 FOLDERS = ["A_ganformer_default_32", "B_ganformer_k8_64", "D_ganformer_default_256", "E_heads2_32", "F_clevr_64"]
 PKL = "network-snapshot-000000.pkl"
@@ -72,7 +72,8 @@ def test_reference_outputs(folder: str, imported) -> None:
     ref = dict(np.load(path / "outputs.npz"))
     for tag, (net, psi, noise) in CALLS.items():
         ws, img, maps = run_generator(nets[net], z, psi, noise)
-        assert_close(ws, ref[f"ws_{tag}"], 1e-4, f"{folder} ws_{tag}")
+        want_ws = tf_layout.ws_from_tf(torch.from_numpy(ref[f"ws_{tag}"]), nets[net]).numpy()   # TF's w slots -> ours
+        assert_close(ws, want_ws, 1e-4, f"{folder} ws_{tag}")
         if f"img_{tag}" in ref:
             assert_close(img, ref[f"img_{tag}"], 1e-3, f"{folder} img_{tag}")
         att = sorted(k for k in ref if k.startswith("att_layer") and k[len("att_layerNN_"):] == tag)
@@ -123,19 +124,16 @@ def test_tf_behaviour_is_configured(imported) -> None:
     G, D = nets["G_ema"], nets["D"]
     cfg = G.cfg
     assert cfg.mapping.per_component_norm and not cfg.mapping.normalize_global and cfg.mapping.out_layer
-    assert cfg.synthesis.conv_last == "transformer" and cfg.synthesis.tf_w_slots
+    assert cfg.synthesis.conv_last and G.synthesis.b32.conv_last is not None   # attention up to 32x32
     assert cfg.synthesis.channel_base == 512 and D.cfg.channel_base == 512   # TF base 256, doubled
-    assert G.synthesis.tf_slots == {4: [1], 8: [2, 3], 16: [4, 5], 32: [6, 7, 7, 8]}
+    # Our slots in layer order (4x4 conv; conv0, conv1 per block; the extra conv; the last ToRGB) read
+    # TF slots: 0 (a latent stem's) is never read and the extra conv shares conv1's.
+    assert tf_layout.tf_w_slots(G) == [1, 2, 3, 4, 5, 6, 7, 7, 8] and G.num_ws == 9
+    assert tf_layout.cutoff_from_tf(None, G) is None and tf_layout.cutoff_from_tf(8, G) == 8
+    assert tf_layout.cutoff_from_tf(4, G) == 3 and tf_layout.cutoff_from_tf(1, G) == 0
     assert nets["extra"]["source"] == "official-tf-pickle" and nets["extra"]["tf_truncation_psi"] == 0.75
     # G and Gs are different networks (the perturbations differ), both returned for fine-tuning.
     assert not torch.equal(nets["G"].mapping.w_avg, G.mapping.w_avg)
-    # TF slot 0 feeds only a latent stem: with the constant input it must not matter.
-    ws = torch.randn(2, G.k, G.num_ws, G.w_dim)
-    ws2 = ws.clone()
-    ws2[:, :, 0] += 5
-    with torch.no_grad():
-        assert torch.equal(G.synthesize(ws, noise_mode="const")[0],
-                           G.synthesize(ws2, noise_mode="const")[0])
 
 
 def test_unsupported_options_are_refused_with_one_line() -> None:
@@ -160,17 +158,21 @@ def test_older_kwarg_names_are_understood() -> None:
     assert official_tf.discriminator_config(rename(kwargs["D"])) == official_tf.discriminator_config(kwargs["D"])
 
 
-def test_kmeans_iterations_need_shared_weights() -> None:
+def test_kmeans_weights_per_iteration_are_imported() -> None:
     stub = safe_pickle.safe_load(REF_TF / "A_ganformer_default_32" / PKL)[2]
     net = official_tf.parse_network(stub, "Gs")
     net.kwargs["kmeans_iters"] = 2
     syn = net.components["synthesis"].variables
     for name in [n for n in syn if n.endswith("iter_0/st_weights")]:
-        syn[name.replace("iter_0", "iter_1")] = syn[name].copy()
+        syn[name.replace("iter_0", "iter_1")] = syn[name] + np.float32(0.25)
     G = official_tf.build_generator(net, "Gs")
-    assert G.cfg.synthesis.attention.kmeans_iters == 2
-    syn["4x4/Conv/AttLayer_l2n/iter_1/st_weights"] += 1
-    with pytest.raises(UserError, match="per iteration"):
+    att = G.cfg.synthesis.attention
+    assert att.kmeans_iters == 2 and att.kmeans_weights_per_iter
+    weight = G.synthesis.b4.conv1.attn.att_weight                  # [iterations, heads, 1, 2H]
+    for i in range(2):
+        assert torch.equal(weight[i], torch.from_numpy(syn[f"4x4/Conv/AttLayer_l2n/iter_{i}/st_weights"]))
+    del syn["4x4/Conv/AttLayer_l2n/iter_1/st_weights"]
+    with pytest.raises(UserError, match="iter_1/st_weights is missing"):
         official_tf.build_generator(net, "Gs")
 
 

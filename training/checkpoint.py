@@ -156,8 +156,8 @@ def _load_any(source: str | os.PathLike) -> dict[str, Any]:
     """
     source = str(source)
     if source.startswith("gdrive:"):
-        from training.importers import pretrained, safe_pickle
-        return safe_pickle.load_pickle_networks(pretrained.fetch(source))
+        from training.importers import pickles, pretrained
+        return pickles.load_pickle_networks(pretrained.fetch(source))
     path = Path(source)
     if not path.exists():
         raise UserError(f"model not found: {source}")
@@ -172,8 +172,8 @@ def _load_any(source: str | os.PathLike) -> dict[str, Any]:
             raise UserError(f"{source} is a folder with neither a reference model nor network snapshots")
         path = snap
     if path.suffix == ".pkl":
-        from training.importers import safe_pickle
-        return safe_pickle.load_pickle_networks(path)
+        from training.importers import pickles
+        return pickles.load_pickle_networks(path)
     if path.suffix != ".safetensors":
         raise UserError(f"unrecognised model file {source} (expected .safetensors, .pkl or a folder)")
     states, configs, extra = read_checkpoint(path)

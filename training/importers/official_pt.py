@@ -1,7 +1,8 @@
 """Import networks of the official GANformer PyTorch port (dorarad/gansformer, pytorch_version/).
 
 Two sources: a reference folder (`config.json` with the constructor kwargs + `G_state.pt`/`D_state.pt`)
-and the port's own `network-snapshot-*.pkl` (read by `safe_pickle`, which never runs pickle code).
+and the port's own `network-snapshot-*.pkl` (read by `safe_pickle`, which never runs pickle code; the
+unpickled snapshot arrives here through `pickles.load_pickle_networks`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any, Mapping
 import torch
 
 from dnnlib.util import UserError
+from training.importers.safe_pickle import ModuleStub
+from training.importers.state import load_exact
 from training.networks.config import (AttentionConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig, SynthesisConfig)
 from training.networks import Discriminator, Generator
 
@@ -57,7 +60,7 @@ def generator_config(G_kwargs: Mapping[str, Any]) -> GeneratorConfig:
         channel_max=_take(sk, "channel_max", 512), style=_take(sk, "style", True),
         latent_stem=_take(sk, "latent_stem", False), local_noise=_take(sk, "local_noise", True),
         transformer=_take(sk, "transformer", False), start_res=_take(sk, "start_res", 0),
-        end_res=_take(sk, "end_res", 20), conv_last="always", attention=attention)
+        end_res=_take(sk, "end_res", 20), conv_last=True, attention=attention)
     mapping = MappingConfig(
         num_layers=_take(mk, "num_layers", 8), layer_dim=_take(mk, "layer_dim", None), lrmul=_take(mk, "lrmul", 0.01),
         w_avg_beta=_take(mk, "w_avg_beta", 0.995), resnet=_take(mk, "resnet", False),
@@ -114,18 +117,7 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def load_into(net: torch.nn.Module, official_sd: Mapping[str, torch.Tensor], what: str) -> None:
     """Copy an official state dict into our network; every tensor must be matched exactly once."""
-    sd = convert_state_dict(official_sd)
-    own = net.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise UserError(f"{what}: state dict does not fit the configuration "
-                        f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                        f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
-    for name, value in sd.items():
-        if tuple(own[name].shape) != tuple(value.shape):
-            raise UserError(f"{what}: {name} has shape {list(value.shape)}, expected {list(own[name].shape)}")
-    net.load_state_dict(sd)
+    load_exact(net, convert_state_dict(official_sd), what)
 
 
 def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
@@ -179,3 +171,21 @@ def looks_like_reference_folder(path: str | Path) -> bool:
         return "G_kwargs" in json.loads((p / "config.json").read_text())
     except (OSError, ValueError, TypeError):
         return False
+
+
+def import_snapshot(data: Any, path: str | Path) -> dict[str, Any]:
+    """G, D and G_ema from an unpickled official PyTorch snapshot (a dict of `ModuleStub`s) read from `path`."""
+    name = Path(path).name
+    if not (isinstance(data, dict) and all(isinstance(data.get(k), ModuleStub) for k in ("G", "D", "Gs"))):
+        raise UserError(f"{path} is a pickle, but not a GANformer PyTorch snapshot (expected G, D and Gs networks)")
+    out: dict[str, Any] = {"extra": {"source": "official-pytorch-pickle"}}
+    for ours, theirs in (("G", "G"), ("G_ema", "Gs"), ("D", "D")):
+        stub: ModuleStub = data[theirs]
+        kwargs = stub.init_kwargs
+        if not kwargs:
+            raise UserError(f"{path}: network {theirs} carries no constructor arguments")
+        net: torch.nn.Module = (Discriminator(discriminator_config(kwargs)) if ours == "D"
+                                else Generator(generator_config(kwargs)))
+        load_into(net, stub.tensors(), f"{name}:{theirs}")
+        out[ours] = net.eval().requires_grad_(False)
+    return out

@@ -162,30 +162,3 @@ def safe_load(path: str | Path) -> Any:
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data surfaces as many exception types
         raise UserError(f"cannot read {path}: damaged or not a network pickle ({type(e).__name__}: {e})") from None
-
-
-def load_pickle_networks(path: str | Path) -> dict[str, Any]:
-    """Load G, D and G_ema from an official GANformer snapshot pickle."""
-    from training.importers import official_pt
-
-    data = safe_load(path)
-    if isinstance(data, tuple) and len(data) >= 3 and all(isinstance(x, TFNetworkStub) for x in data[:3]):
-        from training.importers import official_tf
-        return official_tf.import_networks(data, Path(path).name)
-    if not (isinstance(data, dict) and all(isinstance(data.get(k), ModuleStub) for k in ("G", "D", "Gs"))):
-        raise UserError(f"{path} is a pickle, but not a GANformer PyTorch snapshot (expected G, D and Gs networks)")
-    out: dict[str, Any] = {"extra": {"source": "official-pytorch-pickle"}}
-    for ours, theirs in (("G", "G"), ("G_ema", "Gs"), ("D", "D")):
-        stub: ModuleStub = data[theirs]
-        kwargs = stub.init_kwargs
-        if not kwargs:
-            raise UserError(f"{path}: network {theirs} carries no constructor arguments")
-        if ours == "D":
-            from training.networks import Discriminator
-            net: torch.nn.Module = Discriminator(official_pt.discriminator_config(kwargs))
-        else:
-            from training.networks import Generator
-            net = Generator(official_pt.generator_config(kwargs))
-        official_pt.load_into(net, stub.tensors(), f"{Path(path).name}:{theirs}")
-        out[ours] = net.eval().requires_grad_(False)
-    return out

@@ -128,15 +128,19 @@ class BipartiteAttention(nn.Module):
         self.from_pos_map = FullyConnected(pos_dim, dim)
         self.to_pos_map = FullyConnected(pos_dim, dim)
         self.modulation = FullyConnected(dim, 2 * dim if cfg.integration == "both" else dim)
+        self.to_gate = self.to_gate_pos = self.from_gate = self.from_gate_pos = None
         if cfg.ltnt_gate:
             self.to_gate = FullyConnected(to_dim, cfg.num_heads)
             self.to_gate_pos = FullyConnected(pos_dim, cfg.num_heads)
         if cfg.img_gate:
             self.from_gate = FullyConnected(from_dim, cfg.num_heads)
             self.from_gate_pos = FullyConnected(pos_dim, cfg.num_heads)
+        self.weights_per_iter = cfg.kmeans and cfg.kmeans_weights_per_iter
         if cfg.kmeans:
             centroid_dim = 2 * self.head_dim               # [content ; position] halves of a query
-            self.att_weight = nn.Parameter(torch.ones(cfg.num_heads, 1, centroid_dim))
+            # Logit weights over the centroid dimensions: one set, or one per k-means iteration.
+            per_iter = [cfg.kmeans_iters] if self.weights_per_iter else []
+            self.att_weight = nn.Parameter(torch.ones(*per_iter, cfg.num_heads, 1, centroid_dim))
             self.centroids = nn.Parameter(torch.randn([1, cfg.num_heads, to_len, centroid_dim]))
 
     # -- pieces --------------------------------------------------------------------------------------
@@ -151,14 +155,15 @@ class BipartiteAttention(nn.Module):
             probs = probs * keep_cells / (1 - rate) * keep_latents / (1 - rate)
         return probs
 
-    def _gate(self, probs: torch.Tensor, x2d: torch.Tensor, pos2d: Optional[torch.Tensor], which: str,
-              length: int) -> torch.Tensor:
-        gate = getattr(self, f"{which}_gate")(x2d)
+    def _gate(self, probs: torch.Tensor, gate_fc: nn.Module, pos_fc: nn.Module, x2d: torch.Tensor,
+              pos2d: Optional[torch.Tensor], on_from: bool, length: int) -> torch.Tensor:
+        """Scale the probabilities by a sigmoid gate per `from` (image) or per `to` (latent) element."""
+        gate = gate_fc(x2d)
         if pos2d is not None:
-            gate = gate + getattr(self, f"{which}_gate_pos")(pos2d)
-        gate = torch.sigmoid(gate + (1 if which == "from" else 0))              # [B*L, N]
+            gate = gate + pos_fc(pos2d)
+        gate = torch.sigmoid(gate + (1 if on_from else 0))                      # [B*L, N]
         gate = gate.reshape(-1, length, self.num_heads).permute(0, 2, 1)        # [B, N, L]
-        return probs * (gate.unsqueeze(-1) if which == "from" else gate.unsqueeze(-2))
+        return probs * (gate.unsqueeze(-1) if on_from else gate.unsqueeze(-2))
 
     def _carried_centroids(self, assignments: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         """Centroids from the previous layer's assignments [B, N, T, F'], up-sampled to F positions."""
@@ -216,7 +221,8 @@ class BipartiteAttention(nn.Module):
             for i in range(self.kmeans_iters):
                 if i > 0:
                     centroids = self._assignments(probs).matmul(elements)
-                logits = (elements * self.att_weight).matmul(centroids.transpose(2, 3)) / math.sqrt(H)
+                weight = self.att_weight[i] if self.weights_per_iter else self.att_weight
+                logits = (elements * weight).matmul(centroids.transpose(2, 3)) / math.sqrt(H)
                 probs = self._softmax(self._mask(logits, mask))
         else:
             keys = self.to_keys(y2d)
@@ -225,10 +231,10 @@ class BipartiteAttention(nn.Module):
             logits = _heads(queries, N, F, H).matmul(_heads(keys, N, T, H).transpose(2, 3)) / math.sqrt(H)
             probs = self._softmax(self._mask(logits, mask))                     # [B, N, F, T]
 
-        if hasattr(self, "to_gate"):
-            probs = self._gate(probs, y2d, y_pos2d, "to", T)
-        if hasattr(self, "from_gate"):
-            probs = self._gate(probs, x2d, x_pos2d, "from", F)
+        if self.to_gate is not None:
+            probs = self._gate(probs, self.to_gate, self.to_gate_pos, y2d, y_pos2d, False, T)
+        if self.from_gate is not None:
+            probs = self._gate(probs, self.from_gate, self.from_gate_pos, x2d, x_pos2d, True, F)
         new_assignments = self._assignments(probs) if self.kmeans else None
 
         control = probs.matmul(values).permute(0, 2, 1, 3).reshape(-1, self.dim)   # [B*F, N*H]

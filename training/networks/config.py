@@ -29,6 +29,7 @@ class AttentionConfig:
     integration: str = "add"            # How attended values modulate the features: add/mul/both.
     kmeans: bool = False                # k-means "duplex" attention: logits against centroids, not keys.
     kmeans_iters: int = 1               # k-means refinement iterations per layer.
+    kmeans_weights_per_iter: bool = False  # Architectural: a logit weight per iteration (TF), not one shared (PyTorch port).
     iterative: bool = False             # Carry centroid assignments from layer to layer (experimental).
     attention_dropout: float = 0.12     # Split into two dropouts of half the rate (cells, whole latents).
     ltnt_gate: bool = False             # Sigmoid gate per latent (a latent may send nothing).
@@ -70,6 +71,9 @@ class MappingConfig:
     resnet: bool = False                # Residual MLP units.
     ltnt2ltnt: bool = False             # Self-attention among the local latents before each unit.
     use_pos: bool = False               # Latent position embeddings in that self-attention.
+    # The next three are architectural (the official PyTorch port and the TF code differ in them): the
+    # first adds a layer with its own weights, the other two are non-linear functions of z that no
+    # weight translation can reproduce.
     out_layer: bool = True              # Final FC layer after the MLP (PyTorch port: always; TF: resnet only).
     normalize_global: bool = True       # Pixel-normalise the global latent (PyTorch port; TF: no).
     per_component_norm: bool = False    # Normalise each local latent on its own (TF) instead of jointly (PyTorch port).
@@ -90,8 +94,8 @@ class SynthesisConfig:
     transformer: bool = False           # Bipartite attention in the synthesis layers (GANformer).
     start_res: int = 0                  # Attention in blocks with start_res <= log2(r) < end_res.
     end_res: int = 8
-    conv_last: str = "always"           # Extra last-block conv: always (PyTorch port) / transformer (TF) / never.
-    tf_w_slots: bool = False            # TF w slots: layer i reads slot i+1 (0 = latent stem), 2*log2(R)-1 slots.
+    conv_last: bool = True              # Architectural: an extra conv (own weights) at the last block (PyTorch
+                                        # port: always; TF: only with attention up to the last block).
     img2img_res: int = 0                # SAGAN: image self-attention at 2**img2img_res (0 = off).
     kgan: bool = False                  # k-GAN: each latent renders its own features, merged at merge_res.
     merge_res: int = 5                  # k-GAN merge resolution (log2).
@@ -101,8 +105,9 @@ class SynthesisConfig:
 
     def validate(self) -> None:
         _check_choice("architecture", self.architecture, ARCHITECTURES)
-        _check_choice("conv_last", self.conv_last, ("always", "transformer", "never"))
         _check_choice("merge_type", self.merge_type, MERGE_TYPES)
+        if not isinstance(self.conv_last, bool):
+            raise UserError(f"conv_last must be true or false, got {self.conv_last!r}")
         self.attention.validate()
 
 
@@ -211,6 +216,8 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass `cls` from a dict; nested dataclasses recurse; unknown keys are a UserError."""
     if not isinstance(data, dict):
         raise UserError(f"config{where} must be an object, got {type(data).__name__}")
+    if cls is GeneratorConfig:
+        data = _migrate_generator(data)
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -220,6 +227,20 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         sub = _nested_type(known[name])
         kwargs[name] = from_dict(sub, value, f"{where}.{name}") if sub is not None else value
     return cls(**kwargs)
+
+
+def _migrate_generator(data: dict) -> dict:
+    """Generator configs saved before the TF w-slot layout moved to the TF importer and conv_last
+    became a bool ("always" / "never" / "transformer": with attention up to the last block)."""
+    syn = data.get("synthesis")
+    if not isinstance(syn, dict) or not ("tf_w_slots" in syn or isinstance(syn.get("conv_last"), str)):
+        return data
+    syn = {k: v for k, v in syn.items() if k != "tf_w_slots"}
+    rule, log2_res = syn.get("conv_last", True), int(data.get("img_resolution", 256)).bit_length() - 1
+    if isinstance(rule, str):
+        syn["conv_last"] = rule == "always" or (rule == "transformer" and bool(syn.get("transformer"))
+                                                and log2_res <= syn.get("end_res", 8))
+    return dict(data, synthesis=syn)
 
 
 def _nested_type(f: dataclasses.Field) -> Optional[type]:

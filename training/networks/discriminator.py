@@ -18,6 +18,7 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         self.arch, self.first = architecture, first
         gain = math.sqrt(0.5) if architecture == "resnet" else 1.0
+        self.fromrgb = self.skip = None
         if first or architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, act="lrelu")
         self.conv0 = Conv2dLayer(in_channels, in_channels, kernel_size=3, act="lrelu")
@@ -27,7 +28,7 @@ class DiscriminatorBlock(nn.Module):
         self.register_buffer("resample_filter", resample_filter_buffer(), persistent=False)
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor]):
-        if hasattr(self, "fromrgb"):
+        if self.fromrgb is not None:
             y = self.fromrgb(img)
             x = x + y if x is not None else y
             img = downsample_image(img, self.resample_filter) if self.arch == "skip" else None
@@ -45,6 +46,7 @@ class DiscriminatorEpilogue(nn.Module):
     def __init__(self, channels: int, c_dim: int, img_channels: int, cfg: DiscriminatorConfig):
         super().__init__()
         self.c_dim = c_dim
+        self.fromrgb = None
         if cfg.architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, channels, kernel_size=1, act="lrelu")
         self.mbstd = MinibatchStd(cfg.mbstd_group_size, cfg.mbstd_num_channels) if cfg.mbstd_num_channels > 0 else None
@@ -53,7 +55,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnected(channels, max(c_dim, 1))
 
     def forward(self, x: torch.Tensor, img: Optional[torch.Tensor], c: Optional[torch.Tensor]) -> torch.Tensor:
-        if hasattr(self, "fromrgb"):
+        if self.fromrgb is not None:
             x = x + self.fromrgb(img)
         if self.mbstd is not None:
             x = self.mbstd(x)

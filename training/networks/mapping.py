@@ -35,6 +35,7 @@ class MLP(nn.Module):
         super().__init__()
         self.resnet, self.length = cfg.resnet, length
         self.num_units = (cfg.num_layers + 1) // 2 if cfg.resnet else cfg.num_layers
+        self.in_proj = self.out_layer = None
         if cfg.resnet and in_dim != dim:
             # The official resnet MLP cannot take a wider input (labels); project it first.
             self.in_proj = FullyConnected(in_dim, dim, act="lrelu", lrmul=cfg.lrmul)
@@ -56,7 +57,7 @@ class MLP(nn.Module):
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])                                      # [B*L, in]
-        if hasattr(self, "in_proj"):
+        if self.in_proj is not None:
             x = self.in_proj(x)
         for i in range(self.num_units):
             skip = x
@@ -64,7 +65,7 @@ class MLP(nn.Module):
                 x = getattr(self, f"sa{i}")(x, x, x_pos=pos, y_pos=pos, mask=mask)[0]
             layer = getattr(self, f"l{i}")
             x = layer(x, skip) if self.resnet else layer(x)
-        if hasattr(self, "out_layer"):
+        if self.out_layer is not None:
             x = self.out_layer(x)
         return x.reshape(*shape[:-1], -1)
 

@@ -38,9 +38,8 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
         self.out_gain = SQRT2 * gain
         self.register_buffer("resample_filter", resample_filter_buffer(), persistent=False)
-        if noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
-            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn([resolution, resolution]) if noise else None)
+        self.noise_strength = nn.Parameter(torch.zeros([])) if noise else None
         att: AttentionConfig = cfg.attention
         self.attn = self.grid = self.self_attn = self.ltnt_update = None
         if attention or img2img:
@@ -74,7 +73,7 @@ class SynthesisLayer(nn.Module):
                 fused_modconv: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         B, r = x.shape[0], self.resolution
         noise = None
-        if hasattr(self, "noise_const") and noise_mode != "none":
+        if self.noise_strength is not None and noise_mode != "none":
             # Drawn before the conv, in layer order, so seeded runs match the official order.
             noise = torch.randn([B, 1, r, r], device=x.device) if noise_mode == "random" else self.noise_const
             noise = noise * self.noise_strength
@@ -115,7 +114,7 @@ class SynthesisBlock(nn.Module):
     """One resolution: [stem | conv0 (up)] -> conv1 [-> conv_last] [-> ToRGB], orig/skip/resnet wiring."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 is_last: bool, cfg: SynthesisConfig, components_num: int, attention: bool, conv_last: bool):
+                 is_last: bool, cfg: SynthesisConfig, components_num: int, attention: bool):
         super().__init__()
         self.resolution, self.is_last, self.arch = resolution, is_last, cfg.architecture
         self.is_stem = in_channels == 0
@@ -125,6 +124,7 @@ class SynthesisBlock(nn.Module):
         layer = dict(w_dim=w_dim, resolution=resolution, cfg=cfg, components_num=components_num,
                      noise=cfg.local_noise, attention=attention)
         resnet_gain = math.sqrt(0.5) if cfg.architecture == "resnet" else 1.0
+        self.stem = self.const = self.conv0 = self.conv_last = self.torgb = self.skip = None
         if self.is_stem:
             if self.latent_stem:
                 self.stem = FullyConnected(w_dim, out_channels * resolution ** 2, act="lrelu", gain=SQRT2 / 4)
@@ -137,7 +137,7 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(out_channels, out_channels, gain=1.0 if self.is_stem else resnet_gain,
                                     img2img=img2img, **layer)
         self.num_conv += 1
-        if conv_last:
+        if is_last and cfg.conv_last:
             self.conv_last = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution, cfg=cfg,
                                             bias=False, noise=False)
             self.num_conv += 1
@@ -162,7 +162,7 @@ class SynthesisBlock(nn.Module):
             x, att, assignments = self.conv1(x, next(slots), assignments=assignments, **layer_kwargs)
             maps.append(att)
         else:
-            y = self.skip(x) if self.arch == "resnet" else None
+            y = self.skip(x) if self.skip is not None else None
             for conv in (self.conv0, self.conv1):
                 x, att, assignments = conv(x, next(slots), assignments=assignments, **layer_kwargs)
                 maps.append(att)
@@ -170,9 +170,9 @@ class SynthesisBlock(nn.Module):
                 x = y + x
         if img is not None:
             img = upsample_image(img, self.resample_filter)
-        if hasattr(self, "conv_last"):
+        if self.conv_last is not None:
             x = self.conv_last(x, next(slots), **layer_kwargs)[0]
-        if hasattr(self, "torgb"):
+        if self.torgb is not None:
             rgb = self.torgb(x, next(slots)[:, -1], fused=layer_kwargs.get("fused_modconv", True))
             img = img + rgb if img is not None else rgb
         return x, img, [m for m in maps if m is not None], assignments
@@ -186,22 +186,14 @@ class SynthesisNetwork(nn.Module):
         self.w_dim, self.K, self.img_resolution, self.cfg = w_dim, components_num, img_resolution, cfg
         self.block_resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
         self.num_ws = 0
-        log2_res = int(math.log2(img_resolution))
         for res in self.block_resolutions:
             attention = cfg.transformer and cfg.start_res <= math.log2(res) < cfg.end_res
             is_last = res == img_resolution
-            conv_last = is_last and (cfg.conv_last == "always" or
-                                     (cfg.conv_last == "transformer" and cfg.transformer and log2_res <= cfg.end_res))
             block = SynthesisBlock(channels_at(res // 2, cfg.channel_base, cfg.channel_max) if res > 4 else 0,
                                    channels_at(res, cfg.channel_base, cfg.channel_max), w_dim, res, img_channels,
-                                   is_last, cfg, components_num, attention, conv_last)
+                                   is_last, cfg, components_num, attention)
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
-        if cfg.tf_w_slots:
-            # TF keeps one slot per layer index whether or not the extra last conv exists.
-            self.num_ws = 2 * log2_res - 1
-            self.tf_slots = {res: _tf_block_slots(getattr(self, f"b{res}"), int(math.log2(res)))
-                             for res in self.block_resolutions}
         if cfg.kgan:
             if components_num < 2 or cfg.transformer:
                 raise ValueError("k-GAN needs components_num >= 2 and no transformer")
@@ -235,10 +227,7 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             source = per_component if kgan and res <= self.merge_res else ws
-            if self.cfg.tf_w_slots:
-                block_ws = source[:, :, self.tf_slots[res]]
-            else:
-                block_ws = source.narrow(2, w_idx, block.num_conv + block.num_torgb)
+            block_ws = source.narrow(2, w_idx, block.num_conv + block.num_torgb)   # the ToRGB reads the next slot
             w_idx += block.num_conv
             x, img, block_maps, assignments = block(x, img, block_ws, assignments if self.cfg.attention.iterative else None,
                                                     pos=pos, mask=mask, noise_mode=noise_mode, fused_modconv=fused_modconv)
@@ -276,19 +265,6 @@ class SynthesisNetwork(nn.Module):
         if img is not None:
             img = (split(img) * weights).sum(dim=1)
         return x, img
-
-
-def _tf_block_slots(block: SynthesisBlock, r: int) -> list[int]:
-    """The w slots a block reads in TF order (stem, conv0, conv1, conv_last, torgb) for resolution 2**r.
-
-    TF layer i (0 = the 4x4 conv, 2r-5 / 2r-4 = conv0 / conv1) reads slot i + 1, slot 0 feeds the
-    latent stem, the extra last conv shares conv1's slot and ToRGB reads the slot after conv1's.
-    """
-    conv1 = 2 * r - 3
-    slots = ([0] if block.latent_stem else []) + ([] if block.is_stem else [conv1 - 1]) + [conv1]
-    if hasattr(block, "conv_last"):
-        slots.append(conv1)
-    return slots + [conv1 + 1] * block.num_torgb
 
 
 def stack_attention_maps(maps: list[torch.Tensor], resolution: int) -> torch.Tensor:
