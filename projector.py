@@ -152,7 +152,7 @@ class Projection:
 
 
 def _noise_layers(G: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    return {n: m for n, m in G.synthesis.named_modules() if hasattr(m, "noise_const")}
+    return {n: m for n, m in G.synthesis.named_modules() if getattr(m, "noise_const", None) is not None}
 
 
 def _noise_penalty(noise: torch.Tensor) -> torch.Tensor:
