@@ -110,7 +110,7 @@ def main() -> None:
     plot({"ada": (ada["kimg"], ada["augment_p"]), "target": ([0, args.kimg], [args.ada_target] * 2),
           "sign": (ada["kimg"], ada["sign_real"])}, args.out.with_suffix(".png"), args.kimg)
     for name, r in runs.items():
-        print(f"{name}: {r['metrics']}  ({r['seconds']:.0f}s)")
+        print(f"{name}: {r['metrics']}  ({r['seconds']}s)")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
