@@ -1,4 +1,8 @@
-"""GAN losses and regularisers (spec §8): non-saturating logistic, logistic, hinge, WGAN; lazy R1; PL."""
+"""GAN losses and regularisers (spec §8): non-saturating logistic, logistic, hinge, WGAN; lazy R1; PL.
+
+Beyond the seed: the relativistic pairing loss (RpGAN, R3GAN, Huang et al. NeurIPS 2024), where each fake
+is scored against the real it is paired with, and R2, the R1 penalty taken on fakes.
+"""
 from __future__ import annotations
 
 import math
@@ -35,11 +39,19 @@ class GANLoss:
         with self.autocast():
             return self.D(img, c).float()
 
-    def g_main(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def g_main(self, z: torch.Tensor, c: Optional[torch.Tensor],
+               real: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """`real` (paired with the fakes one to one) is needed by rpgan only."""
         img, _ = self.generate(z, c)
         logits = self.discriminate(img, c)
         kind = self.cfg.g_loss
-        if kind == "logistic_ns":
+        if kind == "rpgan":
+            if real is None or real.shape[0] != img.shape[0]:
+                raise ValueError("the rpgan generator loss needs one real per fake")
+            with torch.no_grad():
+                real_logits = self.discriminate(real, c)
+            loss = Fn.softplus(real_logits - logits)        # softplus(-(D(fake) - D(real)))
+        elif kind == "logistic_ns":
             loss = Fn.softplus(-logits)
         elif kind == "logistic":
             loss = -Fn.softplus(logits)
@@ -69,7 +81,9 @@ class GANLoss:
         if self.ada is not None:
             self.ada.observe(real_logits)
         kind = self.cfg.d_loss
-        if kind == "logistic":
+        if kind == "rpgan":
+            loss = Fn.softplus(fake_logits - real_logits)   # softplus(-(D(real) - D(fake))), pair by pair
+        elif kind == "logistic":
             loss = Fn.softplus(fake_logits) + Fn.softplus(-real_logits)
         elif kind == "hinge":
             loss = Fn.relu(1 + fake_logits) + Fn.relu(1 - real_logits)
@@ -79,9 +93,32 @@ class GANLoss:
                  "Loss/signs/real": real_logits.detach().sign().mean(), "Loss/D/loss": loss.detach().mean()}
         return loss.mean(), stats
 
+    def _grad_penalty(self, img: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
+        """|grad_x D(x)|^2 per image, differentiable w.r.t. D's parameters only (x is detached)."""
+        img = img.detach().requires_grad_(True)
+        logits = self.discriminate(img, c)
+        (grad,) = torch.autograd.grad(logits.sum(), img, create_graph=True)
+        return grad.float().square().sum(dim=(1, 2, 3))
+
     def d_r1(self, real: torch.Tensor, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        real = real.detach().requires_grad_(True)
-        logits = self.discriminate(real, c)
-        (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-        penalty = grad.float().square().sum(dim=(1, 2, 3))
+        penalty = self._grad_penalty(real, c)
         return (penalty * (self.cfg.r1_gamma / 2)).mean(), {"Loss/r1_penalty": penalty.detach().mean()}
+
+    def d_r2(self, c: Optional[torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """R2: the same penalty on fakes drawn from z; the fakes are constants, so only D gets gradients."""
+        with torch.no_grad():
+            fake, _ = self.generate(z, c)
+        penalty = self._grad_penalty(fake, c)
+        return (penalty * (self.cfg.r2_weight() / 2)).mean(), {"Loss/r2_penalty": penalty.detach().mean()}
+
+    def d_reg(self, real: torch.Tensor, c: Optional[torch.Tensor],
+              z: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The lazy D regularisation step: R1 when its weight is > 0, plus R2 when z is given."""
+        total, stats = torch.zeros([], device=real.device), {}
+        if self.cfg.r1_gamma > 0:
+            loss, s = self.d_r1(real, c)
+            total, stats = total + loss, {**stats, **s}
+        if z is not None:
+            loss, s = self.d_r2(c, z)
+            total, stats = total + loss, {**stats, **s}
+        return total, stats

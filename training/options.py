@@ -13,7 +13,8 @@ from typing import Any, Optional, Sequence
 from dnnlib.cli import BOOL, FlagParser
 from dnnlib.util import UserError
 from training.networks.config import ARCHITECTURES, INTEGRATIONS, MERGE_TYPES, POS_TYPES
-from training.networks.presets import BASELINES, MODEL_OPTIONS, field_default, preset_values
+from training.networks.presets import (BASELINES, MODEL_OPTIONS, RECIPES, field_default, preset_values,
+                                      recipe_values)
 from training.run_config import (D_LOSSES, DEFAULT_VIS_TYPES, G_LOSSES, VIS_TYPES, LossConfig, RunConfig,
                                  TrainOptions, VisOptions)
 _DATACLASSES = {"run": RunConfig, "train": TrainOptions, "loss": LossConfig, "vis": VisOptions}
@@ -59,6 +60,14 @@ FLAGS: list[tuple[str, Any, Optional[str], dict, str]] = [
     ("training (others)", "--d-lr", "train.d_lr", dict(type=float), "discriminator learning rate"),
     ("training (others)", "--g-loss", "loss.g_loss", dict(choices=G_LOSSES), "generator loss"),
     ("training (others)", "--d-loss", "loss.d_loss", dict(choices=D_LOSSES), "discriminator loss"),
+    ("training (others)", "--recipe", "run.recipe", dict(choices=list(RECIPES)),
+     "training recipe: faithful (the seed's) or modern (RpGAN loss, R1 + R2, EMA ramp-up); never changes "
+     "the networks; explicit flags override its choices"),
+    ("training (others)", "--r2-gamma", "loss.r2_gamma", dict(type=float),
+     "R2 weight: the R1 penalty on fakes, lazily with R1 (the modern recipe: equal to --gamma)"),
+    ("training (others)", "--r1-interval", "train.d_reg_interval", dict(type=int), "R1 (and R2) every N steps"),
+    ("training (others)", "--adam-beta1", "train.adam_beta1", dict(type=float), "Adam beta1 of both networks"),
+    ("training (others)", "--adam-beta2", "train.adam_beta2", dict(type=float), "Adam beta2 of both networks"),
     ("training (others)", "--pl-weight", "loss.pl_weight", dict(type=float), "path-length regularisation weight"),
     ("training (others)", "--style-mixing", "loss.style_mixing", dict(type=float), "style mixing probability"),
     ("training (others)", "--component-mixing", "loss.component_mixing", dict(type=float),
@@ -210,7 +219,8 @@ def run_config(given: dict[str, Any]) -> RunConfig:
     preset = "GANformer" if given.get("ganformer_default") else given.get("baseline")
     run = RunConfig(preset=preset)
     owners = {"run": run, "train": run.train, "loss": run.train.loss, "vis": run.vis}
-    for name, value in {**preset_values(preset, given.get("dataset")), **given}.items():
+    chosen = {**preset_values(preset, given.get("dataset")), **recipe_values(given.get("recipe")), **given}
+    for name, value in chosen.items():
         target = TARGETS.get(name)
         if target is None or target.startswith("vis_type."):
             continue

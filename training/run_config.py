@@ -17,23 +17,28 @@ DATASET_RATIO = {"clevr": 0.75, "bedrooms": 188 / 256, "cityscapes": 0.5, "ffhq"
 # Visualisation types in order of work; a bare --vis makes the seed's default set.
 VIS_TYPES = ("images", "latents", "maps", "layer_maps", "interpolations", "noise_var", "style_mix")
 DEFAULT_VIS_TYPES = ("images", "latents", "maps", "interpolations", "noise_var")
-G_LOSSES = ("logistic_ns", "logistic", "hinge", "wgan")
-D_LOSSES = ("logistic", "hinge", "wgan")
+G_LOSSES = ("logistic_ns", "logistic", "hinge", "wgan", "rpgan")
+D_LOSSES = ("logistic", "hinge", "wgan", "rpgan")   # rpgan: relativistic pairing, fake i against real i (R3GAN)
 
 
 @dataclass
 class LossConfig:
-    g_loss: str = "logistic_ns"         # Generator loss: logistic_ns / logistic / hinge / wgan.
-    d_loss: str = "logistic"            # Discriminator loss: logistic / hinge / wgan.
+    g_loss: str = "logistic_ns"         # Generator loss: logistic_ns / logistic / hinge / wgan / rpgan.
+    d_loss: str = "logistic"            # Discriminator loss: logistic / hinge / wgan / rpgan.
     r1_gamma: float = 10.0              # R1 weight (gamma / 2 * |grad D(x)|^2 on reals).
+    r2_gamma: Optional[float] = 0.0     # R2 weight (the same penalty on fakes); None = equal to r1_gamma.
     style_mixing: float = 0.9           # Probability of mixing two latents at a random layer slot.
     component_mixing: float = 0.0       # Probability of swapping the latent components [cut:] instead.
     pl_weight: float = 0.0              # Path-length regularisation weight (0 = off).
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
 
+    def r2_weight(self) -> float:
+        return self.r1_gamma if self.r2_gamma is None else self.r2_gamma
+
     def validate(self) -> None:
         check_number("--gamma", self.r1_gamma, 0)
+        check_number("--r2-gamma", self.r2_gamma, 0, optional=True)
         check_number("--style-mixing", self.style_mixing, 0, 1)
         check_number("--component-mixing", self.component_mixing, 0, 1)
         check_number("--pl-weight", self.pl_weight, 0)
@@ -58,7 +63,9 @@ class TrainOptions:
     g_lr: float = 0.002
     d_lr: float = 0.002
     g_reg_interval: int = 4
-    d_reg_interval: int = 16
+    d_reg_interval: int = 16              # R1 (and R2) every N steps (lazy regularisation).
+    adam_beta1: float = 0.0
+    adam_beta2: float = 0.99
     ema_kimg: float = 10.0                # EMA half-life.
     ema_rampup: Optional[float] = None    # Half-life <= cur_nimg * rampup early on (None = off).
     seed: int = 0
@@ -89,6 +96,9 @@ class TrainOptions:
         check_number("--train-images-num", self.max_images, 1, optional=True)
         check_number("--truncation-psi", self.truncation_psi)
         check_number("--blending-alpha", self.blending_alpha, 0, 1)
+        check_number("--adam-beta1", self.adam_beta1, 0, 1, hi_open=True)
+        check_number("--adam-beta2", self.adam_beta2, 0, 1, hi_open=True)
+        check_number("--r1-interval", self.d_reg_interval, 1)
         self.loss.validate()
 
 
@@ -125,6 +135,7 @@ class RunConfig:
     metrics: str = "fid"                  # Comma-separated metrics at snapshots and with --eval; none = skip.
     eval_images_num: int = 50000          # Images per metric.
     preset: Optional[str] = None          # A key of training/networks/presets.PRESETS.
+    recipe: Optional[str] = None          # A key of training/networks/presets.RECIPES (training choices only).
     model: dict[str, Any] = field(default_factory=dict)   # Model options: the preset's for the dataset, then flags.
     train: TrainOptions = field(default_factory=TrainOptions)
     vis: VisOptions = field(default_factory=VisOptions)

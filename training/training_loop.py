@@ -29,10 +29,11 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()[:8], "little") >> 1
 
 
-def make_optimizer(net: torch.nn.Module, lr: float, interval: int) -> torch.optim.Adam:
-    """Adam(0, 0.99) with the lazy-regularisation rescaling rho = I / (I + 1) (spec §8)."""
+def make_optimizer(net: torch.nn.Module, lr: float, interval: int,
+                   betas: tuple[float, float] = (0.0, 0.99)) -> torch.optim.Adam:
+    """Adam (betas (0, 0.99) by default) with the lazy-regularisation rescaling rho = I / (I + 1) (spec §8)."""
     rho = interval / (interval + 1) if interval else 1.0
-    return torch.optim.Adam(net.parameters(), lr=lr * rho, betas=(0 ** rho, 0.99 ** rho), eps=1e-8)
+    return torch.optim.Adam(net.parameters(), lr=lr * rho, betas=(betas[0] ** rho, betas[1] ** rho), eps=1e-8)
 
 
 class Trainer:
@@ -45,8 +46,9 @@ class Trainer:
         self.G_ema = (G_ema if G_ema is not None else copy.deepcopy(G)).to(device).eval().requires_grad_(False)
         for net in (self.G, self.D, self.G_ema):
             sync_params(net, d.world_size)
-        self.opt_G = make_optimizer(self.G, opts.g_lr, opts.g_reg_interval)
-        self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval)
+        betas = (opts.adam_beta1, opts.adam_beta2)
+        self.opt_G = make_optimizer(self.G, opts.g_lr, opts.g_reg_interval, betas)
+        self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval, betas)
         use_bf16 = opts.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.augment_pipe, self.ada = build_augment(config_from(opts))
@@ -121,12 +123,14 @@ class Trainer:
         split = lambda t: list(t.chunk(n_chunks)) if t is not None else [None] * n_chunks
         rz = lambda: split(torch.randn([reals.shape[0], G.k, G.z_dim], device=self.device))
         r_chunks, c_chunks = split(reals), split(c)
-        self._phase(G, self.opt_G, self.loss.g_main, list(zip(rz(), c_chunks)), 1.0)
+        g_args = zip(rz(), c_chunks, r_chunks) if o.loss.g_loss == "rpgan" else zip(rz(), c_chunks)
+        self._phase(G, self.opt_G, self.loss.g_main, list(g_args), 1.0)
         if o.loss.pl_weight > 0 and self.step % o.g_reg_interval == 0:
             self._phase(G, self.opt_G, self.loss.g_pl, list(zip(rz(), c_chunks)), o.g_reg_interval)
         self._phase(self.D, self.opt_D, self.loss.d_main, list(zip(r_chunks, c_chunks, rz())), 1.0)
-        if o.loss.r1_gamma > 0 and self.step % o.d_reg_interval == 0:
-            self._phase(self.D, self.opt_D, self.loss.d_r1, list(zip(r_chunks, c_chunks)), o.d_reg_interval)
+        if (o.loss.r1_gamma > 0 or o.loss.r2_weight() > 0) and self.step % o.d_reg_interval == 0:
+            zs = rz() if o.loss.r2_weight() > 0 else [None] * n_chunks    # R2's fakes (no draw when off)
+            self._phase(self.D, self.opt_D, self.loss.d_reg, list(zip(r_chunks, c_chunks, zs)), o.d_reg_interval)
         if hasattr(G.mapping, "w_avg"):
             average_buffer(G.mapping.w_avg, self.d.world_size)   # keep the tracked average identical on all ranks
         self.update_ema()
@@ -261,7 +265,7 @@ def _console_line(r: dict, total: int, cur: int) -> str:
     parts = [f"tick {r['Progress/tick']:<4d}", f"kimg {r['Progress/kimg']:<8.3f}",
              f"sec/kimg {r['Timing/sec_per_kimg']:<7.2f}", f"img/s {r['Timing/images_per_sec']:<7.1f}",
              f"eta {fmt_time(eta)}"]
-    for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"),
+    for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"), ("Loss/r2_penalty", "r2"),
                        ("Loss/pl_penalty", "pl")):
         if key in r:
             parts.append(f"{short} {r[key]:.3f}")

@@ -37,6 +37,26 @@ DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# Training recipes (`--recipe NAME`): values of training options only (loss, regularisation, optimiser,
+# EMA), never of MODEL_OPTIONS, so a recipe never changes a network. They apply over the preset (and its
+# per-dataset settings), under explicit flags. "faithful" is the seed's training, i.e. no change.
+RECIPES: dict[str, dict[str, Any]] = {
+    "faithful": {},
+    # R3GAN's loss and regularisation (relativistic pairing; R1 and R2 of equal weight, lazily) with the
+    # StyleGAN2-ADA EMA ramp-up. The R1 weight stays the preset's (or --gamma): it is per dataset.
+    "modern": dict(g_loss="rpgan", d_loss="rpgan", r2_gamma=None, ema_rampup=0.05),
+}
+
+
+def recipe_values(recipe: Optional[str]) -> dict[str, Any]:
+    """The training option values of `recipe` (None = none)."""
+    if recipe is None:
+        return {}
+    if recipe not in RECIPES:
+        raise UserError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    return dict(RECIPES[recipe])
+
+
 # Model options and the config fields each one sets ("G." / "D." + dotted path).
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "transformer": ("G.synthesis.transformer",),
