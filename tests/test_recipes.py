@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as Fn
 
+from conftest import REPO
 from test_networks import tiny
 from test_training import assert_same_state, cli, data_dir, final_state, run_in_process  # noqa: F401 (fixture)
 from training import snapshots
@@ -171,3 +173,33 @@ def test_modern_recipe_trains_with_r2_and_resumes_bitwise(data_dir, tmp_path) ->
     regularised = [t for t in ticks if "Loss/r2_penalty" in t]       # one step per tick, R1 + R2 every 2nd
     assert len(regularised) == 2 and all(t["Loss/r2_penalty"] > 0 and t["Loss/r1_penalty"] > 0 for t in regularised)
     assert json.loads((run / "config.json").read_text())["run"]["recipe"] == "modern"
+
+
+def test_recipe_experiment_smoke_writes_curves_plot_and_resumes(tmp_path, capsys) -> None:
+    """bench/recipe_experiment.py --smoke: 2 candidates, FID/KID at 2 kimg points each, JSON + PNG; run again,
+    every run is found finished and skipped."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import recipe_experiment
+    from PIL import Image
+
+    result = recipe_experiment.main(["--smoke", "--work-dir", str(tmp_path)])
+    curves = result["curves"]["scenes"]
+    assert set(curves) == {"faithful", "modern"}
+    for runs in curves.values():
+        assert [p["kimg"] for p in runs["0"]] == [0.004, 0.008]
+        assert all(p["fid"] > 0 and "kid" in p for p in runs["0"])
+    summary = result["summary"]["scenes"]
+    assert summary["faithful"]["0.008"]["fid_ratio_to_faithful"] == 1.0
+    modern = summary["modern"]["0.008"]
+    assert modern["fid"]["n"] == 1 and modern["fid_ratio_to_faithful"] == pytest.approx(
+        curves["modern"]["0"][-1]["fid"] / curves["faithful"]["0"][-1]["fid"])
+    assert result["settings"]["fakes_per_metric"] == result["settings"]["reals_per_metric"] == 4
+    written = json.loads((tmp_path / "recipes-smoke.json").read_text())
+    assert written["curves"] == json.loads(json.dumps(result["curves"]))
+    with Image.open(tmp_path / "recipes-smoke.png") as im:
+        assert im.size[0] > 100 and len(set(im.convert("RGB").getdata())) > 2     # something was drawn
+    # the same command again: every run is finished, nothing is trained or evaluated again
+    capsys.readouterr()
+    again = recipe_experiment.main(["--smoke", "--work-dir", str(tmp_path)])
+    assert capsys.readouterr().out.count("finished, skipped") == 2
+    assert again["curves"] == result["curves"]
