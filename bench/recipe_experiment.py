@@ -152,7 +152,8 @@ def summarise(curves: dict) -> dict:
                     for m in ("fid", "kid"):
                         if m in p:
                             points.setdefault(p["kimg"], {}).setdefault(m, []).append(p[m])
-            out[dataset][cand] = {str(k): {m: mean_spread(v) for m, v in ms.items()} for k, ms in sorted(points.items())}
+            out[dataset][cand] = {str(k): {m: mean_spread(v) for m, v in ms.items()}
+                                  for k, ms in sorted(points.items())}
         base = out[dataset].get("faithful", {})
         for cand, points in out[dataset].items():
             for kimg, ms in points.items():

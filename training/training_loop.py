@@ -265,8 +265,8 @@ def _console_line(r: dict, total: int, cur: int) -> str:
     parts = [f"tick {r['Progress/tick']:<4d}", f"kimg {r['Progress/kimg']:<8.3f}",
              f"sec/kimg {r['Timing/sec_per_kimg']:<7.2f}", f"img/s {r['Timing/images_per_sec']:<7.1f}",
              f"eta {fmt_time(eta)}"]
-    for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"), ("Loss/r2_penalty", "r2"),
-                       ("Loss/pl_penalty", "pl")):
+    for key, short in (("Loss/G/loss", "G"), ("Loss/D/loss", "D"), ("Loss/r1_penalty", "r1"),
+                       ("Loss/r2_penalty", "r2"), ("Loss/pl_penalty", "pl")):
         if key in r:
             parts.append(f"{short} {r[key]:.3f}")
     if "Progress/augment" in r:
