@@ -70,6 +70,7 @@ class TrainOptions:
     ema_rampup: Optional[float] = None    # Half-life <= cur_nimg * rampup early on (None = off).
     seed: int = 0
     mixed_precision: bool = True          # bf16 autocast on GPUs that support it.
+    bf16_on_cpu: bool = False             # bf16 autocast on CPU too (tests emulate the GPU path with it).
     truncation_psi: float = 0.75          # For sample grids and visualisations only.
     keep_samples: bool = True             # Keep every sample grid (False = overwrite the latest).
     summarize: bool = True                # TensorBoard event files.

@@ -49,7 +49,9 @@ class Trainer:
         betas = (opts.adam_beta1, opts.adam_beta2)
         self.opt_G = make_optimizer(self.G, opts.g_lr, opts.g_reg_interval, betas)
         self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval, betas)
-        use_bf16 = opts.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        use_bf16 = opts.mixed_precision and (torch.cuda.is_bf16_supported() if device.type == "cuda"
+                                             else device.type == "cpu" and opts.bf16_on_cpu)
+        self.amp_dtype = torch.bfloat16 if use_bf16 else None
         self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.augment_pipe, self.ada = build_augment(config_from(opts))
         self.loss = GANLoss(self.G, self.D, opts.loss, self.autocast, augment=self.augment_pipe, ada=self.ada)

@@ -3,6 +3,9 @@
 y = clamp(act(x + b) * gain, -clamp, clamp), with `b` broadcast along dimension `dim`.
 `impl='ref'` is the plain-PyTorch specification; `impl='cuda'` is a fused elementwise kernel whose
 backward is the same kernel in "gradient" modes, so first and second order gradients both work.
+
+Dtypes (both paths): `b` is rounded to x's dtype, the formula is evaluated in float32 (float64 for
+float64 inputs) and the result is rounded once to x's dtype; autocast does not change this.
 """
 from __future__ import annotations
 
@@ -99,17 +102,22 @@ def _resolve(act: str, alpha: float | None, gain: float | None, clamp: float | N
 def _bias_act_ref(
     x: torch.Tensor, b: torch.Tensor | None, dim: int, spec: ActSpec, alpha: float, gain: float, clamp: float
 ) -> torch.Tensor:
-    """Plain-PyTorch bias_act; autograd supplies gradients of every order."""
+    """Plain-PyTorch bias_act; autograd supplies gradients of every order.
+
+    Rounds exactly where the kernel does: the bias to x's dtype, the result once at the end.
+    """
+    out_dtype = x.dtype
+    x = x.to(torch.promote_types(out_dtype, torch.float32))       # the kernel's opmath type
     if b is not None:
         shape = [1] * x.ndim
         shape[dim] = -1
-        x = x + b.reshape(shape)
+        x = x + b.to(out_dtype).reshape(shape)
     x = spec.func(x, alpha)
     if gain != 1:
         x = x * gain
     if clamp >= 0:
         x = x.clamp(-clamp, clamp)
-    return x
+    return x.to(out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------

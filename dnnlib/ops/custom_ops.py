@@ -9,6 +9,7 @@ Nothing here runs at import time; CPU-only callers never reach the compiler.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import warnings
@@ -156,6 +157,19 @@ def use_kernel(op: str, x: torch.Tensor, impl: str, plugin: Callable[[], Any]) -
         return False
 
 
+def kernel_dtype_scope(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off for a reference op on `x`, as it never reaches a custom kernel.
+
+    A kernel computes in x's dtype (float32 math inside) whatever autocast says; the reference path runs
+    its torch ops in this scope so that both paths obey that one rule (see dnnlib/ops/__init__.py).
+    """
+    try:
+        enabled = torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know (meta): nothing to switch off
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False) if enabled else contextlib.nullcontext()
+
+
 def warn_fallback_once(op: str, reason: Exception) -> None:
     """Warn (once per op and process) that a CUDA tensor is handled by the slow reference path."""
     with _lock:
@@ -169,4 +183,4 @@ def warn_fallback_once(op: str, reason: Exception) -> None:
     )
 
 
-__all__ = ["build_dir_root", "get_plugin", "use_kernel", "warn_fallback_once"]
+__all__ = ["build_dir_root", "get_plugin", "kernel_dtype_scope", "use_kernel", "warn_fallback_once"]

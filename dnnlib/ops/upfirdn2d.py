@@ -191,7 +191,10 @@ def upfirdn2d(
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     if custom_ops.use_kernel("upfirdn2d", x, impl, _plugin):
         return _fused(x, f, up, down, margins, bool(flip_filter), float(gain))
-    return _reference(x, f, up, down, margins, bool(flip_filter), float(gain))
+    with custom_ops.kernel_dtype_scope(x):  # the kernel's dtype rule: float32 math, x's dtype out
+        y = _reference(x.to(torch.promote_types(x.dtype, torch.float32)), f, up, down, margins, bool(flip_filter),
+                       float(gain))
+    return y.to(x.dtype)
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor | None, padding: Padding = 0, flip_filter: bool = False,

@@ -147,7 +147,7 @@ class BipartiteAttention(nn.Module):
 
     def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over latents, then dropout of cells and of whole latents (rate dropout/2 each)."""
-        probs = torch.softmax(logits, dim=-1)                                   # [B, N, F, T]
+        probs = torch.softmax(logits.float(), dim=-1)                           # [B, N, F, T], float32
         if self.training and self.dropout > 0:
             rate = self.dropout / 2
             keep_cells = torch.rand_like(probs) >= rate
@@ -238,7 +238,7 @@ class BipartiteAttention(nn.Module):
         new_assignments = self._assignments(probs) if self.kmeans else None
 
         control = probs.matmul(values).permute(0, 2, 1, 3).reshape(-1, self.dim)   # [B*F, N*H]
-        out = self._integrate(x2d, control).reshape(x_shape)
+        out = self._integrate(x2d, control).reshape(x_shape).to(x.dtype)        # float32 norm, x's dtype out
         return out, probs, new_assignments
 
     @staticmethod

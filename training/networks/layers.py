@@ -105,6 +105,7 @@ def modulated_conv2d(x: torch.Tensor,               # [B, I, H, W]
     B = x.shape[0]
     O, I, kh, kw = weight.shape
     assert x.shape[1] == I and styles.shape == (B, I), (x.shape, styles.shape, weight.shape)
+    styles = styles.float()                 # (de)modulation in float32 (dtype contract, dnnlib/ops/__init__.py)
     if demodulate or fused:
         w = weight.unsqueeze(0) * styles.reshape(B, 1, I, 1, 1)          # [B, O, I, kh, kw]
     if demodulate:
@@ -158,11 +159,11 @@ class MinibatchStd(nn.Module):
         if N % G:
             raise ValueError(f"minibatch-stddev: batch {N} is not divisible by group size {G}")
         F = self.num_channels
-        y = x.reshape(G, -1, F, C // F, H, W)            # sample i falls in group i % (N // G)
+        y = x.float().reshape(G, -1, F, C // F, H, W)    # sample i falls in group i % (N // G); stats in fp32
         y = (y - y.mean(dim=0)).square().mean(dim=0)     # [n, F, c, H, W] variance over the group
         y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])        # [n, F]
         y = y.reshape(-1, F, 1, 1).repeat(G, 1, H, W)    # [N, F, H, W]
-        return torch.cat([x, y], dim=1)
+        return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
 def upsample_image(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,7 @@ class MappingNetwork(nn.Module):
         if K > 0:
             use_pos = pos if self.cfg.use_pos else None
             w = torch.cat([self.mlp(local, pos=use_pos, mask=mask), w], dim=1)   # [B, K+1, d]
+        w = w.float()                       # dtype contract (dnnlib/ops/__init__.py): w leaves in float32
 
         if update_w_avg is None:
             update_w_avg = self.training

@@ -104,7 +104,7 @@ class SynthesisLayer(nn.Module):
             x = feats.permute(0, 2, 1).reshape(shape)
 
         if noise is not None:
-            x = x + noise
+            x = x + noise.to(x.dtype)
         if self.bias is not None:
             x = bias_act.bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.out_gain)
         return x, probs, assignments
@@ -248,9 +248,9 @@ class SynthesisNetwork(nn.Module):
         else:
             scores = split(self.merge_score(x))                                  # [B, K, 1, r, r]
             if kind == "softmax":
-                weights = torch.softmax(scores, dim=1)
+                weights = torch.softmax(scores.float(), dim=1)
             elif kind == "max":   # hard one-hot choice, straight-through gradient
-                soft = torch.softmax(scores, dim=1)
+                soft = torch.softmax(scores.float(), dim=1)
                 hard = torch.nn.functional.one_hot(soft.argmax(dim=1), K).movedim(-1, 1).to(soft.dtype)
                 weights = hard + soft - soft.detach()
             else:                 # "leaves": alpha-composite component i over the ones before it
@@ -261,7 +261,7 @@ class SynthesisNetwork(nn.Module):
                     a = alpha[:, i] if i > 0 else torch.ones_like(alpha[:, 0])
                     weights[:, i] = a * remaining
                     remaining = remaining * (1 - a)
-        x = (split(x) * weights).sum(dim=1)
+        x = (split(x) * weights).sum(dim=1).to(x.dtype)
         if img is not None:
             img = (split(img) * weights).sum(dim=1)
         return x, img
