@@ -16,7 +16,7 @@ from dnnlib.ops import bias_act as ba
 from dnnlib.ops import upfirdn2d as fir
 from training.distributed import Dist
 from training.networks import Discriminator, Generator
-from training.networks.config import DiscriminatorConfig, generator_preset
+from training.networks.presets import build
 from training.training_loop import Trainer, TrainOptions
 
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -26,12 +26,10 @@ PRESETS = ["GANformer", "StyleGAN2", "GAN", "kGAN", "SAGAN"]
 def tiny_nets(preset: str, res: int = 16, d_arch: str = "resnet") -> tuple[Generator, Discriminator]:
     kw = {"latent_size": 32, "components_num": 4} if preset in ("GANformer", "kGAN") else {"latent_size": 32}
     if preset == "kGAN":
-        kw["synthesis.merge_res"] = 3
+        kw["merge_layer"] = 3
+    G_cfg, D_cfg = build(preset, res, channel_base=256, channel_max=16, d_arch=d_arch, **kw)
     torch.manual_seed(0)
-    G = Generator(generator_preset(preset, resolution=res, **kw, **{"synthesis.channel_base": 256,
-                                                                    "synthesis.channel_max": 16}))
-    D = Discriminator(DiscriminatorConfig(img_resolution=res, channel_base=256, channel_max=16, architecture=d_arch))
-    return G, D
+    return Generator(G_cfg), Discriminator(D_cfg)
 
 
 def kernel_like_bias_act(orig):

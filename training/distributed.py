@@ -67,21 +67,45 @@ def sync_params(module: torch.nn.Module, world_size: int) -> None:
             dist.broadcast(t.data, src=0)
 
 
-def reduce_grads(params: Iterable[torch.nn.Parameter], world_size: int) -> None:
-    """Average gradients over ranks (one flat all-reduce) and zero any NaN/Inf before the step."""
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return
-    flat = torch.cat([p.grad.flatten() for p in params])
-    if world_size > 1:
-        dist.all_reduce(flat)
-        flat /= world_size
-    torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0, out=flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
-        offset += n
+class FlatGrads:
+    """A module's gradients as views into one flat buffer, so that zeroing them, averaging them over ranks
+    and the NaN/Inf guard are one op each on the whole buffer: no per-parameter copies, and with one
+    process nothing but the guard.
+
+    Backward accumulates into the views in place. Should anything replace a parameter's `.grad`,
+    `reduce()` copies it back into its view (and re-attaches the view) rather than lose it.
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter]):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("FlatGrads needs at least one parameter")
+        ref = self.params[0]
+        if any(p.dtype != ref.dtype or p.device != ref.device for p in self.params):
+            raise ValueError("FlatGrads needs parameters of one dtype and device")
+        self.flat = torch.zeros(sum(p.numel() for p in self.params), dtype=ref.dtype, device=ref.device)
+        self.views = list(self.flat.split([p.numel() for p in self.params]))
+        self.views = [v.view_as(p) for v, p in zip(self.views, self.params)]
+        self._attach()
+
+    def _attach(self) -> None:
+        for p, v in zip(self.params, self.views):
+            if p.grad is not v:
+                if p.grad is not None:
+                    v.copy_(p.grad)
+                p.grad = v
+
+    def zero(self) -> None:
+        self._attach()
+        self.flat.zero_()
+
+    def reduce(self, world_size: int) -> None:
+        """Average over ranks (one all-reduce) and zero any NaN/Inf, in place, before the optimiser step."""
+        self._attach()
+        if world_size > 1:
+            dist.all_reduce(self.flat)
+            self.flat.div_(world_size)
+        torch.nan_to_num(self.flat, nan=0.0, posinf=0.0, neginf=0.0, out=self.flat)
 
 
 def average_buffer(t: torch.Tensor, world_size: int) -> None:

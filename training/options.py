@@ -48,7 +48,9 @@ FLAGS: list[tuple[str, Any, Optional[str], dict, str]] = [
     ("training", "--summarize", "train.summarize", BOOL, "write TensorBoard event files"),
     ("training (others)", "--batch-size", "train.batch_size", dict(type=int), "global batch size"),
     ("training (others)", ("--batch-gpu", "--minibatch-size"), "train.batch_gpu", dict(type=int),
-     "images per GPU per forward pass (gradients accumulate up to --batch-size); lower it if memory runs out"),
+     "images per GPU per forward pass (gradients accumulate up to --batch-size); lower it if memory runs out "
+     "(default: the largest sensible for the resolution: 32 at 256x256 on a GPU with >= 60 GB, 16 below; "
+     "the whole batch on CPU)"),
     ("training (others)", "--total-kimg", "train.total_kimg", dict(type=float), "training length in thousands of real images"),
     ("training (others)", "--kimg-per-tick", "train.kimg_per_tick", dict(type=float), "progress line every N kimg"),
     ("training (others)", "--snapshot-ticks", "train.snapshot_ticks", dict(type=int),

@@ -53,7 +53,7 @@ class TrainOptions:
     mirror: bool = False                  # Horizontal flips (dataset doubled with mirrored copies).
     max_images: Optional[int] = None      # Train on a fixed subset of this many images.
     batch_size: int = 32                  # Global batch (all ranks together).
-    batch_gpu: int = 4                    # Per-rank chunk; gradients are accumulated over chunks.
+    batch_gpu: Optional[int] = None       # Per-rank chunk, gradients accumulate over chunks (None: default_batch_gpu).
     total_kimg: float = 25000             # Training length in thousands of real images.
     kimg_per_tick: float = 8              # Progress line every N kimg.
     snapshot_ticks: int = 3               # Snapshots, samples and metrics every N ticks.
@@ -71,6 +71,7 @@ class TrainOptions:
     seed: int = 0
     mixed_precision: bool = True          # bf16 autocast on GPUs that support it.
     bf16_on_cpu: bool = False             # bf16 autocast on CPU too (tests emulate the GPU path with it).
+    compile: bool = False                 # torch.compile G and D for the main phases (R1/PL stay eager).
     truncation_psi: float = 0.75          # For sample grids and visualisations only.
     keep_samples: bool = True             # Keep every sample grid (False = overwrite the latest).
     summarize: bool = True                # TensorBoard event files.
@@ -87,12 +88,13 @@ class TrainOptions:
     def validate(self) -> None:
         """Every number, before anything is written (a one-line UserError naming the flag)."""
         for name, value, lo, lo_open in (
-                ("--batch-size", self.batch_size, 1, False), ("--batch-gpu", self.batch_gpu, 1, False),
+                ("--batch-size", self.batch_size, 1, False),
                 ("--total-kimg", self.total_kimg, 0, True), ("--kimg-per-tick", self.kimg_per_tick, 0, True),
                 ("--snapshot-ticks", self.snapshot_ticks, 1, False), ("--state-minutes", self.state_minutes, 0, False),
                 ("--g-lr", self.g_lr, 0, False), ("--d-lr", self.d_lr, 0, False), ("--ema-kimg", self.ema_kimg, 0, False),
                 ("--last-snapshots", self.last_snapshots, 0, False), ("--seed", self.seed, 0, False)):
             check_number(name, value, lo, lo_open=lo_open)
+        check_number("--batch-gpu", self.batch_gpu, 1, optional=True)       # None: default_batch_gpu
         check_number("--ema-rampup", self.ema_rampup, 0, lo_open=True, optional=True)
         check_number("--train-images-num", self.max_images, 1, optional=True)
         check_number("--truncation-psi", self.truncation_psi)

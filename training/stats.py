@@ -11,7 +11,6 @@ import os
 import socket
 import struct
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
@@ -22,30 +21,38 @@ from training.data.sources import encode_varint, frame_records
 
 
 class StatsCollector:
-    """`report(name, value)` during a tick; `reduce()` returns {name: mean} and starts over."""
+    """`report(name, value)` during a tick; `reduce()` returns {name: mean of the reports} and starts over.
+
+    Tensors are summed where they live (a few tiny device ops, never a host sync); `reduce()` stacks
+    every statistic into one tensor, all-reduces it over ranks and reads it back once per tick.
+    """
 
     def __init__(self) -> None:
-        self._sum: dict[str, float] = defaultdict(float)
-        self._n: dict[str, int] = defaultdict(int)
+        self._sum: dict[str, torch.Tensor | float] = {}
+        self._n: dict[str, int] = {}
 
     def report(self, name: str, value) -> None:
         if isinstance(value, torch.Tensor):
-            value = value.detach().float().mean().item()
-        self._sum[name] += float(value)
-        self._n[name] += 1
+            value = value.detach().mean(dtype=torch.float64)
+        else:
+            value = float(value)
+        self._sum[name] = self._sum[name] + value if name in self._sum else value
+        self._n[name] = self._n.get(name, 0) + 1
 
     def reduce(self, world_size: int = 1) -> dict[str, float]:
         names = sorted(self._sum)
-        if world_size > 1 and names:
+        if not names:
+            return {}
+        device = next((v.device for v in self._sum.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        sums = torch.stack([torch.as_tensor(self._sum[n], dtype=torch.float64, device=device) for n in names])
+        buf = torch.stack([sums, torch.tensor([self._n[n] for n in names], dtype=torch.float64, device=device)])
+        if world_size > 1:
             import torch.distributed as dist
-            buf = torch.tensor([[self._sum[n], self._n[n]] for n in names], dtype=torch.float64)
-            dist.all_reduce(buf)
-            out = {n: (buf[i, 0] / max(buf[i, 1], 1)).item() for i, n in enumerate(names)}
-        else:
-            out = {n: self._sum[n] / max(self._n[n], 1) for n in names}
+            dist.all_reduce(buf)                        # every rank reports the same names each tick
+        means = (buf[0] / buf[1].clamp(min=1)).tolist()     # the one host read per tick
         self._sum.clear()
         self._n.clear()
-        return out
+        return dict(zip(names, means))
 
 
 # -- protocol buffer encoding ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from training.data.dataset import SCENES, dataset_path, ensure_scenes, is_comple
 from training.distributed import Dist, from_torchrun, launch
 from training.networks import Discriminator, Generator
 from training.run_config import RunConfig, TrainOptions
-from training.training_loop import Trainer
+from training.training_loop import Trainer, default_batch_gpu
 
 
 def _check(run: RunConfig) -> list[int]:
@@ -28,7 +28,7 @@ def _check(run: RunConfig) -> list[int]:
         raise UserError("--train needs --dataset (e.g. --dataset scenes, the built-in dataset)")
     if run.num_threads is not None and run.num_threads < 1:
         raise UserError(f"--num-threads must be >= 1, got {run.num_threads}")
-    if args.batch_size < 1 or args.batch_gpu < 1:
+    if args.batch_size < 1 or (args.batch_gpu is not None and args.batch_gpu < 1):
         raise UserError("--batch-size and --batch-gpu must be >= 1")
     try:
         gpus = [int(g) for g in str(run.gpus).split(",") if g.strip() != ""]
@@ -37,7 +37,7 @@ def _check(run: RunConfig) -> list[int]:
     n = max(1, len(gpus))
     if n & (n - 1):
         raise UserError(f"the number of GPUs must be a power of two, got {n}")
-    if args.batch_size % n or (args.batch_size // n) % min(args.batch_gpu, args.batch_size // n):
+    if args.batch_size % n or (args.batch_size // n) % min(args.batch_gpu or 1, args.batch_size // n):
         raise UserError(f"--batch-size {args.batch_size} must split evenly over {n} processes "
                         f"and into chunks of --batch-gpu {args.batch_gpu}")
     from training.data.augment import config_from
@@ -133,6 +133,14 @@ def _networks(run: RunConfig, resume: Optional[Path], pretrained: Optional[tuple
     return to_dict(G_cfg), to_dict(D_cfg)
 
 
+def _batch_gpu(run: RunConfig, resolution: int, world: int) -> int:
+    per_rank = run.train.batch_size // world
+    if run.train.batch_gpu is None:
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        return default_batch_gpu(resolution, per_rank, device)
+    return min(run.train.batch_gpu, per_rank)
+
+
 def _pick_run(run: RunConfig) -> tuple[Optional[Path], Optional[Path]]:
     """(run folder to continue or None for a new one, training state to resume or None).
 
@@ -181,7 +189,7 @@ def _plan(run: RunConfig, world: int, stack: contextlib.ExitStack) -> dict:
     _dataset_note(run_dir, manifest, resume)
     threads, why = choose_threads(run.num_threads, world)
     opts = dataclasses.replace(run.train, run_dir=str(run_dir), data_dir=run.data_dir, dataset=run.dataset,
-                               resolution=resolution, batch_gpu=min(run.train.batch_gpu, run.train.batch_size // world),
+                               resolution=resolution, batch_gpu=_batch_gpu(run, resolution, world),
                                num_threads=threads)
     with atomic_write(Path(run_dir) / "config.json", "w") as f:
         json.dump({"run": to_dict(run), "G": G_cfg, "D": D_cfg, "train": to_dict(opts),

@@ -1,6 +1,7 @@
 """The training loop (spec §8): phases, lazy regularisation, EMA, ticks, snapshots, resume."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import time
@@ -14,7 +15,7 @@ from dnnlib.util import UserError
 from training import snapshots
 from training.checkpoint import kimg_tag
 from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
-from training.distributed import Dist, average_buffer, check_consistency, reduce_grads, sync_params
+from training.distributed import Dist, FlatGrads, average_buffer, check_consistency, sync_params
 from training.data.augment import build as build_augment, config_from
 from training.loss import GANLoss
 from training.networks import Discriminator, Generator
@@ -29,11 +30,31 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()[:8], "little") >> 1
 
 
+def default_batch_gpu(resolution: int, per_rank_batch: int, device: torch.device) -> int:
+    """The micro-batch when --batch-gpu is not given: the largest divisor of the per-process batch that fits.
+
+    On a GPU the cap is StyleGAN2-ADA's rule, 4096 // resolution images (per-image activation memory grows
+    about linearly with resolution once channels are capped), doubled on GPUs with >= 60 GiB (H100/H200,
+    A100-80GB): 32 at 256x256, 16 at 512, 8 at 1024. On CPU memory is not the limit and every extra
+    micro-batch only adds overhead, so the whole per-process batch runs at once.
+    """
+    if device.type != "cuda":
+        return per_rank_batch
+    big = torch.cuda.get_device_properties(device).total_memory >= 60 * 2 ** 30
+    cap = max(1, (8192 if big else 4096) // resolution)
+    return max(d for d in range(1, per_rank_batch + 1) if per_rank_batch % d == 0 and d <= cap)
+
+
 def make_optimizer(net: torch.nn.Module, lr: float, interval: int,
                    betas: tuple[float, float] = (0.0, 0.99)) -> torch.optim.Adam:
-    """Adam (betas (0, 0.99) by default) with the lazy-regularisation rescaling rho = I / (I + 1) (spec §8)."""
+    """Adam (betas (0, 0.99) by default) with the lazy-regularisation rescaling rho = I / (I + 1) (spec §8).
+
+    The fused (single-kernel) Adam where torch has it for the parameters' device, else the foreach one.
+    """
     rho = interval / (interval + 1) if interval else 1.0
-    return torch.optim.Adam(net.parameters(), lr=lr * rho, betas=(betas[0] ** rho, betas[1] ** rho), eps=1e-8)
+    device = next(net.parameters()).device.type
+    impl = {"fused": True} if device in ("cuda", "cpu") else {"foreach": True}
+    return torch.optim.Adam(net.parameters(), lr=lr * rho, betas=(betas[0] ** rho, betas[1] ** rho), eps=1e-8, **impl)
 
 
 class Trainer:
@@ -46,15 +67,22 @@ class Trainer:
         self.G_ema = (G_ema if G_ema is not None else copy.deepcopy(G)).to(device).eval().requires_grad_(False)
         for net in (self.G, self.D, self.G_ema):
             sync_params(net, d.world_size)
+        self.grads = {self.G: FlatGrads(self.G.parameters()), self.D: FlatGrads(self.D.parameters())}
+        self.ema_pairs = (list(self.G_ema.parameters()), list(self.G.parameters()),
+                          list(self.G_ema.buffers()), list(self.G.buffers()))
         betas = (opts.adam_beta1, opts.adam_beta2)
         self.opt_G = make_optimizer(self.G, opts.g_lr, opts.g_reg_interval, betas)
         self.opt_D = make_optimizer(self.D, opts.d_lr, opts.d_reg_interval, betas)
         use_bf16 = opts.mixed_precision and (torch.cuda.is_bf16_supported() if device.type == "cuda"
                                              else device.type == "cpu" and opts.bf16_on_cpu)
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
-        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
         self.augment_pipe, self.ada = build_augment(config_from(opts))
         self.loss = GANLoss(self.G, self.D, opts.loss, self.autocast, augment=self.augment_pipe, ada=self.ada)
+        # Compiled twins for the first-order phases; R1 and path length need double backward, which
+        # compiled graphs do not support, so they run the eager modules (same parameters).
+        self.compiled = (torch.compile(self.G), torch.compile(self.D)) if opts.compile else None
+        self.batch_gpu = opts.batch_gpu or default_batch_gpu(opts.resolution, opts.batch_size // d.world_size, device)
         self.cur_nimg, self.step, self.tick = 0, 0, 0
         self.stats = StatsCollector()
 
@@ -105,15 +133,17 @@ class Trainer:
     # -- one iteration ---------------------------------------------------------------------------------
 
     def _phase(self, net: torch.nn.Module, opt: torch.optim.Optimizer, fn: Callable, chunks: list, gain: float) -> None:
+        first_order = fn in (self.loss.g_main, self.loss.d_main)
+        self.loss.G, self.loss.D = self.compiled if self.compiled and first_order else (self.G, self.D)
         self.G.requires_grad_(net is self.G)
         self.D.requires_grad_(net is self.D)
-        opt.zero_grad(set_to_none=True)
+        self.grads[net].zero()
         for args in chunks:
             loss, stats = fn(*args)
             (loss * gain / len(chunks)).backward()
             for k, v in stats.items():
                 self.stats.report(k, v)
-        reduce_grads(net.parameters(), self.d.world_size)
+        self.grads[net].reduce(self.d.world_size)
         opt.step()
 
     def train_step(self, reals_u8: torch.Tensor, labels: torch.Tensor, one_hot: Callable) -> None:
@@ -121,7 +151,7 @@ class Trainer:
         torch.manual_seed(step_seed(o.seed, self.d.rank, self.step))
         reals = to_float(reals_u8, self.device)
         c = one_hot(labels).to(self.device) if G.c_dim else None
-        n_chunks = max(1, reals.shape[0] // o.batch_gpu)
+        n_chunks = max(1, reals.shape[0] // self.batch_gpu)
         split = lambda t: list(t.chunk(n_chunks)) if t is not None else [None] * n_chunks
         rz = lambda: split(torch.randn([reals.shape[0], G.k, G.z_dim], device=self.device))
         r_chunks, c_chunks = split(reals), split(c)
@@ -148,10 +178,10 @@ class Trainer:
         if o.ema_rampup is not None:
             ema_nimg = min(ema_nimg, self.cur_nimg * o.ema_rampup)
         beta = 0.5 ** (o.batch_size / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        p_ema, p, b_ema, b = self.ema_pairs
+        torch._foreach_lerp_(p_ema, p, 1 - beta)        # p_ema <- p + beta * (p_ema - p), one fused op
+        if b_ema:
+            torch._foreach_copy_(b_ema, b)
 
     # -- outputs ---------------------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ def _options(run: RunConfig) -> dict:
     """Validated settings of the run's visualisations (one-line errors)."""
     v = run.vis
     v.validate()
-    o = dict(num=v.num, rich=min(v.rich_num, v.num), section=v.section_size, batch=v.batch_size or run.train.batch_gpu,
+    o = dict(num=v.num, rich=min(v.rich_num, v.num), section=v.section_size, batch=v.batch_size or run.train.batch_gpu or 8,
              alpha=run.train.blending_alpha, density=v.interpolation_density, psi=run.train.truncation_psi,
              ratio=run.image_ratio(), keep=run.train.keep_samples)
     if not 0 <= o["alpha"] <= 1:
