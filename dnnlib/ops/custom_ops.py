@@ -10,7 +10,11 @@ Nothing here runs at import time; CPU-only callers never reach the compiler.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import os
+import re
+import shutil
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -46,11 +50,65 @@ def _cuda_problem() -> str | None:
     # Deferred import: the extension builder is only loaded when a kernel is really wanted.
     from torch.utils import cpp_extension
 
-    if cpp_extension.CUDA_HOME is None:
-        return "the CUDA toolkit (nvcc) was not found; set CUDA_HOME"
+    home, problem = find_cuda_home()
+    if home is None:
+        return problem
+    if cpp_extension.CUDA_HOME != home:
+        # torch guesses the toolkit as the folder above `which nvcc`, wrong for wrappers such as
+        # /usr/local/bin/nvcc; the build reads its module variable and the environment.
+        cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = home
     if not cpp_extension.is_ninja_available():
         return "ninja is not installed (pip install ninja)"
     return None
+
+
+_KNOWN_HOMES = ("/usr/local/cuda", "/usr/local/cuda-*", "/opt/cuda", "/usr/lib/cuda")
+
+
+def _is_toolkit(path: str | None) -> bool:
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and \
+        os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+
+
+def _toolkit_of_nvcc(nvcc: str) -> str | None:
+    """The toolkit an nvcc on PATH belongs to: through symlinks, or the nvcc a small wrapper script runs."""
+    real = os.path.realpath(nvcc)
+    home = os.path.dirname(os.path.dirname(real))
+    if _is_toolkit(home):
+        return home
+    try:
+        with open(real, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    if b"\0" in head:  # a binary outside a toolkit layout
+        return None
+    for target in re.findall(r"(/[^\s'\"]*/bin/nvcc)\b", head.decode(errors="replace")):
+        home = os.path.dirname(os.path.dirname(os.path.realpath(target)))
+        if _is_toolkit(home):
+            return home
+    return None
+
+
+def find_cuda_home(environ: dict | None = None, known: tuple[str, ...] = _KNOWN_HOMES) -> tuple[str | None, str]:
+    """(toolkit folder, "") or (None, one line saying what to set): $CUDA_HOME/$CUDA_PATH, else the toolkit of
+    the nvcc on PATH (symlinks and wrapper scripts followed), else the newest of the usual install folders."""
+    env = os.environ if environ is None else environ
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if env.get(var):
+            if _is_toolkit(env[var]):
+                return env[var], ""
+            return None, f"{var}={env[var]} is not a CUDA toolkit (no bin/nvcc and include/cuda_runtime.h); fix it"
+    nvcc = shutil.which("nvcc", path=env.get("PATH"))
+    if nvcc:
+        home = _toolkit_of_nvcc(nvcc)
+        if home:
+            return home, ""
+    found = [d for pattern in known for d in sorted(glob.glob(pattern), reverse=True) if _is_toolkit(d)]
+    if found:
+        return found[0], ""
+    where = f"nvcc at {nvcc} is not inside a toolkit" if nvcc else "no nvcc on PATH"
+    return None, f"the CUDA toolkit was not found ({where}); set CUDA_HOME to the folder with bin/nvcc"
 
 
 def _build_key(name: str, sources: Sequence[Path], extra_cuda_cflags: Sequence[str]) -> str:
@@ -183,4 +241,4 @@ def warn_fallback_once(op: str, reason: Exception) -> None:
     )
 
 
-__all__ = ["build_dir_root", "get_plugin", "kernel_dtype_scope", "use_kernel", "warn_fallback_once"]
+__all__ = ["build_dir_root", "find_cuda_home", "get_plugin", "kernel_dtype_scope", "use_kernel", "warn_fallback_once"]
