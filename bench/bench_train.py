@@ -5,11 +5,11 @@ Examples:
   python bench/bench_train.py --preset GANformer --resolution 256 --batch 32 --dtype bf16 --device cuda
   python bench/bench_train.py --preset StyleGAN2 --resolution 32 --batch 16 --channel-base 2048 --channel-max 64
   python bench/bench_train.py --flops-only --preset GANformer --resolution 256 --batch 4 \\
-      --out bench/results/flops-ganformer-256.json
+      --out bench/results/flops-256.json
 
-Each timed period is 16 consecutive `Trainer.train_step` calls starting at a step that is a multiple of 16, so
-it holds exactly one R1 step (d_reg_interval 16) and, with --pl-weight, four path-length steps: the real mix of
-a training run. One period is run first as warm-up (compilation, cuDNN autotuning).
+Each timed period is 16 consecutive `Trainer.train_step` calls, so it holds exactly one R1 step (d_reg_interval
+16) and, with --pl-weight, four path-length steps: the real mix of a training run. A period of warm-up steps
+runs first (compilation, cuDNN autotuning).
 
 FLOPs are counted on the meta device (no memory, no time) by running the same train_step under a dispatch
 mode that adds up torch's per-op FLOP formulas (matmul, conv, their backward ops) for every aten op that runs.
@@ -77,8 +77,18 @@ def fake_batch(a: argparse.Namespace, device: torch.device):
     return reals, torch.zeros(a.batch, dtype=torch.int64), (lambda lab: torch.zeros(lab.shape[0], 0))
 
 
+_flop_cache: dict[tuple, dict] = {}   # counts depend on the architecture and batch only (not dtype or compile)
+
+
 def count_flops(a: argparse.Namespace, preset: str) -> dict:
-    """FLOPs per image of each phase and of a whole period, counted on the meta device."""
+    """FLOPs per image of each phase and of a whole period, counted on the meta device (cached per process)."""
+    key = (preset, a.resolution, a.batch, a.batch_gpu, a.channel_base, a.channel_max, a.pl_weight)
+    if key not in _flop_cache:
+        _flop_cache[key] = _count_flops(a, preset)
+    return _flop_cache[key]
+
+
+def _count_flops(a: argparse.Namespace, preset: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tr = make_trainer(a, preset, torch.device("meta"), tmp)
         phases: dict[str, int] = {}
@@ -124,14 +134,13 @@ def measure(a: argparse.Namespace, preset: str, device: torch.device, flops: dic
     with tempfile.TemporaryDirectory() as tmp:
         tr = make_trainer(a, preset, device, tmp)
         reals, labels, one_hot = fake_batch(a, device)
-        for _ in range(PERIOD * a.warmup_periods):
+        for _ in range(a.warmup_steps):
             tr.train_step(reals, labels, one_hot)
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         periods = []
         for _ in range(a.periods):
-            assert tr.step % PERIOD == 0
             t0 = time.perf_counter()
             for _ in range(PERIOD):
                 tr.train_step(reals, labels, one_hot)
@@ -165,7 +174,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pl-weight", type=float, default=0.0, help="path-length weight (the training default is 0)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--periods", type=int, default=2, help="timed 16-step periods (the median is reported)")
-    p.add_argument("--warmup-periods", type=int, default=1)
+    p.add_argument("--warmup-steps", type=int, default=PERIOD, help="untimed steps first (default: a whole period)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device, time nothing")
     p.add_argument("--out", default=None)

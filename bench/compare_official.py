@@ -1,95 +1,201 @@
 #!/usr/bin/env python
-"""Side-by-side speed of our networks and the official GANformer PyTorch port, same process and weights.
+"""Training-step speed of ours vs the official GANformer PyTorch port, side by side in one process.
+
+Both sides train the same architecture from the same weights: the official `Generator`/`Discriminator` built
+from a reference folder's kwargs (resolution and channel widths overridable), ours translated from those kwargs
+by training/importers/official_pt.py. A measurement is 16 consecutive steps (so it holds one lazy R1 step and
+four official G_reg stages, wherever it starts) of each side's own training step: ours `Trainer.train_step`, theirs its
+`run_training_stage` over its stages plus its EMA update, with the official default --batch-gpu 4 unless
+--official-batch-gpu says otherwise. Periods alternate ours, theirs, ours, theirs...; medians are reported.
 
 The official code is not part of this repository: export `pytorch_version/` of dorarad/gansformer to a
-folder of your own and pass it as --official-dir (modules it imports only for plotting and downloads,
-seaborn and gdown, may be stubbed with empty modules in --stubs). Each measured step is one G loss
-(softplus(-D(G(z)))) forward and backward, in train mode, alternating ours and theirs.
+git-ignored folder (e.g. official/pytorch_version) and pass it as --official-dir. Modules it imports only for
+logging, plotting and downloads (termcolor, seaborn, gdown, psutil) are stubbed when missing.
 
-  python bench/compare_official.py --official-dir /tmp/official/pytorch_version --stubs /tmp/stubs \
-      --reference ../shared/reference/official-pytorch/A_ganformer_default_32
+  python bench/compare_official.py --official-dir official/pytorch_version --resolution 32 \\
+      --channel-base 2048 --channel-max 64 --batch 32 --periods 3
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib
 import json
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REF = REPO.parent / "shared" / "reference" / "official-pytorch" / "A_ganformer_default_32"
+PERIOD = 16
+_STUBS = {"termcolor": "def colored(s, *a, **k):\n    return s\n", "seaborn": "", "gdown": "", "psutil": ""}
 
 
-def _import_official(official_dir: str, stubs: str | None):
-    """Import the official networks module under its own `training`/`dnnlib` names, then restore ours."""
-    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("training", "dnnlib")}
-    sys.path[:0] = [p for p in (stubs, official_dir) if p]
+@functools.lru_cache(maxsize=None)
+def _stub_dir() -> str:
+    d = Path(tempfile.mkdtemp(prefix="official-stubs-"))
+    for name, body in _STUBS.items():
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            (d / f"{name}.py").write_text(body)
+    return str(d)
+
+
+_ROOTS = ("training", "dnnlib", "torch_utils", "loader", "metrics")
+
+
+@contextlib.contextmanager
+def official_modules(official_dir: str, theirs: dict):
+    """Their `training`/`dnnlib`/`torch_utils` packages in sys.modules (and on sys.path) for the block; ours after.
+
+    `theirs` keeps their loaded modules between blocks (their persistence checks re-import by name)."""
+    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in _ROOTS}
+    sys.modules.update(theirs)
+    paths = [_stub_dir(), official_dir]
+    sys.path[:0] = paths
     try:
-        nets = importlib.import_module("training.networks")
+        yield
     finally:
-        for p in (stubs, official_dir):
-            if p:
-                sys.path.remove(p)
-        theirs = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("training", "dnnlib")}
+        for p in paths:
+            sys.path.remove(p)
+        theirs.update({k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in _ROOTS})
         sys.modules.update(ours)
-    return nets, theirs
 
 
-def main() -> None:
+def import_official(official_dir: str, theirs: dict) -> dict:
+    with official_modules(official_dir, theirs):
+        return {n: importlib.import_module(n) for n in ("training.networks", "training.loss", "training.training_loop",
+                                                        "dnnlib")}
+
+
+def official_kwargs(reference: Path, res: int, base: int, cmax: int) -> tuple[dict, dict]:
+    cfg = json.loads((reference / "config.json").read_text())
+    gk, dk = json.loads(json.dumps(cfg["G_kwargs"])), json.loads(json.dumps(cfg["D_kwargs"]))
+    gk["img_resolution"] = dk["img_resolution"] = res
+    gk["synthesis_kwargs"].update(channel_base=base, channel_max=cmax)
+    dk.update(channel_base=base, channel_max=cmax)
+    return gk, dk
+
+
+class OfficialStep:
+    """The official training iteration: its stages (main + lazy reg for G and D) and its EMA update."""
+
+    def __init__(self, mods: dict, gk: dict, dk: dict, a: argparse.Namespace, device: torch.device):
+        EasyDict = mods["dnnlib"].EasyDict
+        net_kw = lambda k: {n: v for n, v in k.items() if n not in ("reg_interval", "opt_args")}
+        torch.manual_seed(0)
+        self.G = mods["training.networks"].Generator(**net_kw(gk)).to(device).train()
+        self.D = mods["training.networks"].Discriminator(**net_kw(dk)).to(device).train()
+        self.Gs = mods["training.networks"].Generator(**net_kw(gk)).to(device).eval().requires_grad_(False)
+        self.Gs.load_state_dict(self.G.state_dict())
+        loss_args = EasyDict(class_name="training.loss.StyleGAN2Loss", g_loss="logistic_ns", d_loss="logistic",
+                             r1_gamma=10.0, pl_weight=a.pl_weight, style_mixing=0.9, component_mixing=0.0)
+        cG = EasyDict(reg_interval=gk["reg_interval"], opt_args=EasyDict(gk["opt_args"]))
+        cD = EasyDict(reg_interval=dk["reg_interval"], opt_args=EasyDict(dk["opt_args"]))
+        tl = mods["training.training_loop"]
+        self.tl, self.a, self.device = tl, a, device
+        self.loss, self.stages = tl.setup_training_stages(loss_args, self.G, cG, self.D, cD,
+                                                          {"G": self.G, "D": self.D}, device, log=None)
+        self.batch_idx = self.cur_nimg = 0
+
+    def step(self, reals_u8: torch.Tensor) -> None:
+        a, bg = self.a, self.a.official_batch_gpu
+        real = (reals_u8.to(self.device).float() / 127.5 - 1).split(bg)
+        real_c = torch.zeros([a.batch, 0], device=self.device).split(bg)
+        zs = torch.randn([len(self.stages) * a.batch, *self.G.input_shape[1:]], device=self.device).split(a.batch)
+        for stage, z in zip(self.stages, zs):
+            if self.batch_idx % stage.interval == 0:
+                self.tl.run_training_stage(self.loss, stage, self.device, real, real_c, z.split(bg), real_c,
+                                           a.batch, bg, 1)
+        self.tl.update_ema_network(self.G, self.Gs, a.batch, self.cur_nimg, 10.0, None)
+        self.cur_nimg += a.batch
+        self.batch_idx += 1
+
+
+def our_trainer(gk: dict, dk: dict, official_G: torch.nn.Module, official_D: torch.nn.Module,
+                a: argparse.Namespace, device: torch.device, run_dir: str):
+    from training.distributed import Dist
+    from training.importers.official_pt import discriminator_config, generator_config, load_into
+    from training.networks import Discriminator, Generator
+    from training.training_loop import Trainer, TrainOptions, default_batch_gpu
+    G, D = Generator(generator_config(gk)), Discriminator(discriminator_config(dk))
+    load_into(G, official_G.state_dict(), "G")
+    load_into(D, official_D.state_dict(), "D")
+    batch_gpu = a.batch_gpu or default_batch_gpu(a.resolution, a.batch, device)
+    opts = TrainOptions(run_dir=run_dir, resolution=a.resolution, batch_size=a.batch, batch_gpu=batch_gpu,
+                        mixed_precision=False, compile=a.compile)
+    opts.loss.pl_weight = a.pl_weight
+    return Trainer(opts, G, D, Dist(), device, log=lambda *_: None), batch_gpu
+
+
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--official-dir", required=True)
-    p.add_argument("--stubs", default=None)
-    p.add_argument("--reference", required=True, help="an official-pytorch reference folder (kwargs + weights)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--official-dir", required=True, help="the official port's pytorch_version/ folder")
+    p.add_argument("--reference", default=str(DEFAULT_REF), help="official-pytorch reference folder (kwargs)")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--channel-base", type=int, default=2048)
+    p.add_argument("--channel-max", type=int, default=64)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch-gpu", type=int, default=None, help="ours (default: the training default)")
+    p.add_argument("--official-batch-gpu", type=int, default=4, help="theirs (default: their CLI default, 4)")
+    p.add_argument("--pl-weight", type=float, default=0.0)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--periods", type=int, default=3, help="timed 16-step periods per side")
+    p.add_argument("--warmup-steps", type=int, default=4, help="untimed steps per side first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None)
-    args = p.parse_args()
+    a = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from training.importers.official_pt import load_reference_folder
-    device = torch.device(args.device)
-    ours = load_reference_folder(args.reference)
-    official, _ = _import_official(args.official_dir, args.stubs)
-    cfg = json.loads((Path(args.reference) / "config.json").read_text())
-    gk = {k: v for k, v in cfg["G_kwargs"].items() if k not in ("reg_interval", "opt_args")}
-    dk = {k: v for k, v in cfg["D_kwargs"].items() if k not in ("reg_interval", "opt_args", "mapping_kwargs")}
-    G_off, D_off = official.Generator(**gk), official.Discriminator(**dk)
-    G_off.load_state_dict(torch.load(Path(args.reference) / "G_state.pt", weights_only=True))
-    D_off.load_state_dict(torch.load(Path(args.reference) / "D_state.pt", weights_only=True))
-    pairs = {"ours": (ours["G"].requires_grad_(True), ours["D"].requires_grad_(True)), "official": (G_off, D_off)}
-    z = torch.randn([args.batch, *G_off.input_shape[1:]], device=device)
-    c = torch.zeros([args.batch, 0], device=device)
+    device = torch.device(a.device)
+    gk, dk = official_kwargs(Path(a.reference), a.resolution, a.channel_base, a.channel_max)
+    theirs: dict = {}
+    mods = import_official(a.official_dir, theirs)
+    with official_modules(a.official_dir, theirs):
+        official = OfficialStep(mods, gk, dk, a, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def step(name: str) -> None:
-        G, D = pairs[name]
-        img = G(z, c)[0] if name == "official" else G(z, c)
-        torch.nn.functional.softplus(-D(img, c)).mean().backward()
-
-    for name, (G, D) in pairs.items():
-        G.to(device).train(), D.to(device).train()
-        step(name)
-    times = {name: 0.0 for name in pairs}
-    for _ in range(args.steps):
-        for name in pairs:
-            sync()
-            t = time.perf_counter()
-            step(name)
-            sync()
-            times[name] += time.perf_counter() - t
-    per = {k: v / args.steps for k, v in times.items()}
-    ratio = per["official"] / per["ours"]
-    print(f"{Path(args.reference).name} batch {args.batch} on {device}: ours {per['ours'] * 1000:.1f} ms/step, "
-          f"official {per['official'] * 1000:.1f} ms/step, official/ours = {ratio:.2f}")
-    out = Path(args.out or REPO / f"bench/results/compare-official-{device.type}.json")
-    out.write_text(json.dumps({"reference": Path(args.reference).name, "batch": args.batch, "device": str(device),
-                               "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "sec_per_step": per, "official_over_ours": ratio,
-                               "command": " ".join(sys.argv)}, indent=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, batch_gpu = our_trainer(gk, dk, official.G, official.D, a, device, tmp)
+        reals = torch.randint(0, 256, [a.batch, 3, a.resolution, a.resolution], dtype=torch.uint8)
+        labels, one_hot = torch.zeros(a.batch, dtype=torch.int64), (lambda lab: torch.zeros(lab.shape[0], 0))
+        steps = {"ours": lambda: ours.train_step(reals, labels, one_hot), "official": lambda: official.step(reals)}
+        times: dict[str, list[float]] = {"ours": [], "official": []}
+        for step in steps.values():
+            for _ in range(a.warmup_steps):
+                step()
+        # Any 16 consecutive steps hold one R1 step and four G_reg steps on both sides.
+        for _ in range(a.periods):
+            for name, step in steps.items():
+                sync()
+                t = time.perf_counter()
+                for _ in range(PERIOD):
+                    step()
+                sync()
+                times[name].append(time.perf_counter() - t)
+        ours.stats.reduce()
+    per_step = {k: statistics.median(v) / PERIOD for k, v in times.items()}
+    ratio = per_step["official"] / per_step["ours"]
+    n_ours = sum(p.numel() for p in ours.G.parameters()) + sum(p.numel() for p in ours.D.parameters())
+    n_off = sum(p.numel() for p in official.G.parameters()) + sum(p.numel() for p in official.D.parameters())
+    result = {"resolution": a.resolution, "channel_base": a.channel_base, "channel_max": a.channel_max,
+              "batch": a.batch, "batch_gpu_ours": batch_gpu, "batch_gpu_official": a.official_batch_gpu,
+              "pl_weight": a.pl_weight, "compile": a.compile, "device": str(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "params_ours": n_ours, "params_official": n_off,
+              "sec_per_period": times, "sec_per_step": per_step, "images_per_sec": {k: a.batch / v for k, v in per_step.items()},
+              "official_over_ours": ratio,
+              "command": "python bench/compare_official.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    print(f"{a.resolution}px batch {a.batch} on {device}: ours {per_step['ours'] * 1000:.0f} ms/step (batch-gpu {batch_gpu}), "
+          f"official {per_step['official'] * 1000:.0f} ms/step (batch-gpu {a.official_batch_gpu}); "
+          f"official/ours = {ratio:.2f}")
+    out = Path(a.out or REPO / f"bench/results/compare-official-train-{device.type}.json")
+    out.write_text(json.dumps(result, indent=1))
     print(f"saved {out}")
+    return result
 
 
 if __name__ == "__main__":

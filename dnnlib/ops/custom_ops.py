@@ -10,6 +10,7 @@ Nothing here runs at import time; CPU-only callers never reach the compiler.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import glob
 import hashlib
 import os
@@ -192,6 +193,20 @@ def _build_and_load(key: str, srcs: Sequence[Path], cuda_flags: list[str], verbo
     )
 
 
+_force_reference: contextvars.ContextVar[bool] = contextvars.ContextVar("force_reference", default=False)
+
+
+@contextlib.contextmanager
+def reference_ops():
+    """Within this context impl='auto' takes the reference path, also for CUDA tensors (kernel-vs-reference
+    comparisons of whole networks; impl='cuda' still demands the kernel)."""
+    token = _force_reference.set(True)
+    try:
+        yield
+    finally:
+        _force_reference.reset(token)
+
+
 def use_kernel(op: str, x: torch.Tensor, impl: str, plugin: Callable[[], Any]) -> bool:
     """Whether `op` should run its CUDA kernel for `x` under `impl` ('auto' | 'cuda' | 'ref').
 
@@ -205,7 +220,7 @@ def use_kernel(op: str, x: torch.Tensor, impl: str, plugin: Callable[[], Any]) -
             raise RuntimeError(f"{op}(impl='cuda') needs a CUDA tensor, got one on {x.device}")
         plugin()  # raises a RuntimeError that says why the kernel is unavailable
         return True
-    if x.device.type != "cuda":
+    if x.device.type != "cuda" or _force_reference.get():
         return False
     try:
         plugin()
@@ -241,4 +256,4 @@ def warn_fallback_once(op: str, reason: Exception) -> None:
     )
 
 
-__all__ = ["build_dir_root", "find_cuda_home", "get_plugin", "kernel_dtype_scope", "use_kernel", "warn_fallback_once"]
+__all__ = ["build_dir_root", "find_cuda_home", "get_plugin", "kernel_dtype_scope", "reference_ops", "use_kernel", "warn_fallback_once"]

@@ -1,4 +1,4 @@
-"""Toolkit detection (dnnlib/ops/custom_ops.find_cuda_home) on fake directory layouts."""
+"""Kernel builder environment: toolkit detection (find_cuda_home) on fake layouts, the reference_ops context."""
 from __future__ import annotations
 
 import os
@@ -54,3 +54,23 @@ def test_not_found_says_which_variable_to_set(tmp_path) -> None:
     wrapper(tmp_path / "bin" / "nvcc", tmp_path / "missing" / "bin" / "nvcc")
     home, why = find_cuda_home({"PATH": str(tmp_path / "bin")}, known=(str(tmp_path / "none*"),))
     assert home is None and "set CUDA_HOME" in why and str(tmp_path / "bin" / "nvcc") in why
+
+
+def test_reference_ops_context_routes_auto_to_the_reference() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    from dnnlib.ops import custom_ops
+    gpu = SimpleNamespace(device=__import__("torch").device("cuda"))
+    calls = []
+    ok = lambda: calls.append(1)
+    with custom_ops.reference_ops():
+        assert not custom_ops.use_kernel("t", gpu, "auto", ok)
+        assert custom_ops.use_kernel("t", gpu, "cuda", ok)      # an explicit 'cuda' still takes the kernel
+    assert calls == [1]
+    assert custom_ops.use_kernel("t", gpu, "auto", ok) and calls == [1, 1]
+    with pytest.raises(RuntimeError):
+        with custom_ops.reference_ops():
+            raise RuntimeError("the context is left cleanly")
+    assert custom_ops.use_kernel("t", gpu, "auto", ok)

@@ -1,0 +1,322 @@
+#!/usr/bin/env python
+"""One-shot GPU check (run by bench/gpu_check.sh): each step prints one line and writes <out>/gpu-<step>.json.
+
+Steps: env, build, ops, kernels_vs_ref, bf16_vs_fp32, trainer, syncs, bench, bench_compiled, official.
+  python bench/gpu_check.py --out bench/results                      # on an H100/H200, every step
+  python bench/gpu_check.py --dry-run --out /tmp/x env ops trainer   # CPU, tiny sizes (what the tests run)
+
+A step that fails or runs past --step-timeout records {"status": "error" | "timeout", ...} and the next one runs.
+In a dry run everything is on CPU at 16x16, both "kernel" and reference take the reference path, and figures
+are plumbing checks only (CPU bf16 R1 values are not a reference: oneDNN's bf16 conv double backward is wrong).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from dnnlib.ops import bias_act, custom_ops, upfirdn2d  # noqa: E402
+from training.distributed import Dist  # noqa: E402
+from training.loss import GANLoss, LossConfig  # noqa: E402
+from training.training_loop import Trainer, TrainOptions  # noqa: E402
+
+STEPS = ("env", "build", "ops", "kernels_vs_ref", "bf16_vs_fp32", "trainer", "syncs", "bench", "bench_compiled",
+         "official")
+
+
+class Ctx:
+    def __init__(self, a: argparse.Namespace):
+        self.dry = a.dry_run
+        self.device = torch.device("cpu" if a.dry_run else "cuda")
+        self.res = 16 if a.dry_run else 256
+        self.channels = {"synthesis.channel_base": 256, "synthesis.channel_max": 16} if a.dry_run else {}
+        self.d_channels = {"channel_base": 256, "channel_max": 16} if a.dry_run else {}
+        self.official = a.official_dir
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+def nets(ctx: Ctx, preset: str = "GANformer", batch_gpu: int = 4):
+    from training.networks import Discriminator, Generator
+    from training.networks.config import DiscriminatorConfig, generator_preset
+    torch.manual_seed(0)
+    G = Generator(generator_preset(preset, resolution=ctx.res, **ctx.channels))
+    D = Discriminator(DiscriminatorConfig(img_resolution=ctx.res, mbstd_group_size=min(4, batch_gpu), **ctx.d_channels))
+    return G.to(ctx.device).train(), D.to(ctx.device).train()
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
+
+
+def phase(G, D, autocast, name: str, batch: int, res: int, device, seed: int = 1) -> tuple[float, torch.Tensor]:
+    """Loss value and flat gradient of one loss phase (same random draws for every call with the same seed)."""
+    loss_fn = GANLoss(G, D, LossConfig(), autocast)
+    net = G if name.startswith("g") else D
+    G.requires_grad_(net is G)
+    D.requires_grad_(net is D)
+    for p in net.parameters():
+        p.grad = None
+    torch.manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn([batch, G.k, G.z_dim], generator=g).to(device)
+    real = (torch.rand([batch, 3, res, res], generator=g) * 2 - 1).to(device)
+    args = {"g_main": (z, None), "d_main": (real, None, z), "d_r1": (real, None)}[name]
+    loss, _ = getattr(loss_fn, name)(*args)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+    return float(loss), grads
+
+
+def autocast_for(ctx: Ctx, dtype: str):
+    if dtype == "fp32":
+        return lambda: torch.autocast(ctx.device.type, enabled=False)
+    return lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)
+
+
+# -- steps ------------------------------------------------------------------------------------------------
+
+def step_env(ctx: Ctx) -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version(), "cuda_home": custom_ops.find_cuda_home()}
+    if ctx.device.type == "cuda":
+        p = torch.cuda.get_device_properties(ctx.device)
+        out.update(device=p.name, memory_gb=p.total_memory / 2 ** 30, capability=list(torch.cuda.get_device_capability()),
+                   bf16=torch.cuda.is_bf16_supported())
+        try:
+            out["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            out["nvidia_smi"] = f"unavailable: {e}"
+    else:
+        out["device"] = platform.processor() or "cpu"
+    return out
+
+
+def step_build(ctx: Ctx) -> dict:
+    if ctx.dry:
+        return {"skipped": "dry run: no CUDA"}
+    out = {}
+    for name, plugin in (("bias_act", bias_act._plugin), ("upfirdn2d", upfirdn2d._plugin)):
+        t = time.time()
+        plugin()
+        out[name] = {"built_or_loaded_sec": time.time() - t}
+    return out
+
+
+def step_ops(ctx: Ctx) -> dict:
+    """CUDA kernel vs reference: forward, gradient and double backward, fp32 and bf16 (max relative error)."""
+    kernel = "ref" if ctx.dry else "cuda"
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device=ctx.device)
+    ops = {"bias_act_lrelu": lambda x, b, impl: bias_act.bias_act(x, b, act="lrelu", clamp=256, impl=impl),
+           "bias_act_swish": lambda x, b, impl: bias_act.bias_act(x, b, act="swish", impl=impl),
+           "upsample2d": lambda x, b, impl: upfirdn2d.upsample2d(x, f, impl=impl),
+           "downsample2d": lambda x, b, impl: upfirdn2d.downsample2d(x, f, impl=impl)}
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, op in ops.items():
+            res = {}
+            for impl in ("ref", kernel):
+                g = torch.Generator(device="cpu").manual_seed(0)
+                x = torch.randn([4, 32, 16, 16], generator=g).to(ctx.device, dtype).requires_grad_(True)
+                b = torch.randn([32], generator=g).to(ctx.device).requires_grad_(True)
+                y = op(x, b, impl)
+                (gx,) = torch.autograd.grad((y.float() * torch.linspace(-1, 1, y.numel(), device=ctx.device)
+                                             .reshape(y.shape)).sum(), x, create_graph=True)
+                gx.float().square().sum().backward()            # double backward (R1's pattern)
+                res[impl] = (y.detach(), gx.detach(), x.grad, y.dtype, gx.dtype)
+            r, k = res["ref"], res[kernel]
+            out[f"{name}_{str(dtype)[6:]}"] = {"fwd": rel(k[0], r[0]), "grad": rel(k[1], r[1]),
+                                               "grad2": rel(k[2], r[2]) if r[2].norm() > 0 else 0.0,
+                                               "dtypes_equal": (k[3], k[4]) == (r[3], r[4])}
+    out["ok"] = all(v["dtypes_equal"] and max(v["fwd"], v["grad"], v["grad2"]) < (1e-5 if "float32" in k else 2e-2)
+                    for k, v in out.items())
+    return out
+
+
+def step_kernels_vs_ref(ctx: Ctx) -> dict:
+    """Whole GANformer G + D + R1 in fp32: kernels vs the reference ops (same weights and random draws)."""
+    G, D = nets(ctx)
+    out = {}
+    for name in ("g_main", "d_main", "d_r1"):
+        loss_k, grad_k = phase(G, D, autocast_for(ctx, "fp32"), name, 4, ctx.res, ctx.device)
+        with custom_ops.reference_ops():
+            loss_r, grad_r = phase(G, D, autocast_for(ctx, "fp32"), name, 4, ctx.res, ctx.device)
+        out[name] = {"loss_rel": abs(loss_k - loss_r) / max(abs(loss_r), 1e-30), "grad_rel": rel(grad_k, grad_r)}
+    return out
+
+
+def step_bf16_vs_fp32(ctx: Ctx) -> dict:
+    """One training step's losses and gradients under bf16 autocast vs fp32, GANformer at the check's resolution."""
+    G, D = nets(ctx)
+    out = {}
+    for name in ("g_main", "d_main", "d_r1"):
+        loss32, grad32 = phase(G, D, autocast_for(ctx, "fp32"), name, 4, ctx.res, ctx.device)
+        loss16, grad16 = phase(G, D, autocast_for(ctx, "bf16"), name, 4, ctx.res, ctx.device)
+        out[name] = {"loss_fp32": loss32, "loss_bf16": loss16, "loss_rel": abs(loss16 - loss32) / max(abs(loss32), 1e-30),
+                     "grad_rel": rel(grad16, grad32), "grad_cosine": cosine(grad16, grad32)}
+    if ctx.dry:
+        out["note"] = "CPU bf16 R1 values are not a reference (oneDNN bf16 conv double backward)"
+    return out
+
+
+def _trainer(ctx: Ctx, tmp: str, batch: int = 8, **kw) -> Trainer:
+    G, D = nets(ctx, batch_gpu=batch)
+    opts = TrainOptions(run_dir=tmp, resolution=ctx.res, batch_size=batch, batch_gpu=batch, bf16_on_cpu=False, **kw)
+    return Trainer(opts, G, D, Dist(), ctx.device, log=lambda *_: None)
+
+
+def _batch(ctx: Ctx, batch: int):
+    reals = torch.randint(0, 256, [batch, 3, ctx.res, ctx.res], dtype=torch.uint8)
+    return reals, torch.zeros(batch, dtype=torch.int64), (lambda lab: torch.zeros(lab.shape[0], 0))
+
+
+def step_trainer(ctx: Ctx) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = _trainer(ctx, tmp)
+        data = _batch(ctx, 8)
+        times = []
+        for _ in range(3):
+            t = time.time()
+            tr.train_step(*data)
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.time() - t)
+        stats = tr.stats.reduce()
+        finite = all(bool(torch.isfinite(p).all()) for net in (tr.G, tr.D, tr.G_ema) for p in net.parameters())
+    return {"sec_per_step": times, "stats": stats, "params_finite": finite, "amp": str(tr.amp_dtype)}
+
+
+def step_syncs(ctx: Ctx) -> dict:
+    """Host syncs per step over a 16-step period: CUDA runtime sync calls and aten scalar reads (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = _trainer(ctx, tmp)
+        data = _batch(ctx, 8)
+        tr.train_step(*data)                                # warm-up outside the profile
+        with profile(activities=acts) as prof:
+            for _ in range(16):
+                tr.train_step(*data)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+    names = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}
+    counts: dict[str, int] = {}
+    for e in prof.events():
+        if e.name in names or e.name == "aten::_local_scalar_dense":
+            counts[e.name] = counts.get(e.name, 0) + 1
+    per_step = {k: v / 16 for k, v in counts.items()}
+    return {"per_step": per_step, "note": "aten::_local_scalar_dense includes CPU random draws of style mixing "
+            "(CPU tensors, no device sync); the CUDA runtime sync calls are the device syncs"}
+
+
+def step_bench(ctx: Ctx, compiled: bool = False) -> dict:
+    """bench_train's GANformer and StyleGAN2 rows (256x256, batch 32) in bf16 and fp32."""
+    import bench_train
+    rows = []
+    base = (["--resolution", "16", "--batch", "4", "--channel-base", "256", "--channel-max", "16", "--periods", "1",
+             "--warmup-steps", "1", "--device", "cpu"] if ctx.dry else ["--resolution", "256", "--batch", "32", "--periods", "2"])
+    variants = [(d, compiled) for d in ("bf16", "fp32")]
+    if ctx.dry:
+        variants = [("fp32", compiled)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype, comp in variants:
+            argv = base + ["--preset", "GANformer,StyleGAN2", "--dtype", dtype, "--compile" if comp else "--no-compile",
+                           "--out", str(Path(tmp) / "b.json")]
+            try:
+                rows += bench_train.main(argv)
+            except Exception as e:                         # one failing variant (a compile error) keeps the rest
+                rows.append({"dtype": dtype, "compile": comp, "error": f"{type(e).__name__}: {e}"})
+    return {"rows": rows}
+
+
+def step_bench_compiled(ctx: Ctx) -> dict:
+    if ctx.dry:
+        return {"skipped": "dry run: compiling on a CPU takes minutes"}
+    return step_bench(ctx, compiled=True)
+
+
+def step_official(ctx: Ctx) -> dict:
+    if not ctx.official or not (Path(ctx.official) / "training" / "networks.py").is_file():
+        return {"skipped": "official pytorch_version/ not found (pass --official-dir, a git-ignored folder)"}
+    import compare_official
+    argv = ["--official-dir", ctx.official, "--device", ctx.device.type, "--periods", "1" if ctx.dry else "2",
+            "--warmup-steps", "1" if ctx.dry else "4"]
+    argv += (["--resolution", "16", "--channel-base", "256", "--channel-max", "16", "--batch", "4"] if ctx.dry
+             else ["--resolution", "256", "--channel-base", "32768", "--channel-max", "512", "--batch", "32"])
+    with tempfile.TemporaryDirectory() as tmp:
+        return compare_official.main(argv + ["--out", str(Path(tmp) / "c.json")])
+
+
+# -- driver -----------------------------------------------------------------------------------------------
+
+class StepTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise StepTimeout()
+
+
+def run_step(name: str, ctx: Ctx, out_dir: Path, timeout: int) -> dict:
+    t0 = time.time()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout)
+    try:
+        result = {"status": "ok", **globals()[f"step_{name}"](ctx)}
+    except StepTimeout:
+        result = {"status": "timeout", "timeout_sec": timeout}
+    except Exception as e:  # a failing step is a result, not the end of the check
+        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        signal.alarm(0)
+    result.update(step=name, sec=time.time() - t0, dry_run=ctx.dry)
+    path = out_dir / f"gpu-{name}{'-dryrun' if ctx.dry else ''}.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"[{name}] {result['status']} in {result['sec']:.1f}s -> {path}", flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("steps", nargs="*", default=[], help=f"steps to run (default: all): {', '.join(STEPS)}")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (tests)")
+    p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--step-timeout", type=int, default=240)
+    p.add_argument("--official-dir", default=None, help="the official port's pytorch_version/ (git-ignored)")
+    a = p.parse_args(argv)
+    unknown = [s for s in a.steps if s not in STEPS]
+    if unknown:
+        print(f"gpu_check: unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}", file=sys.stderr)
+        return 2
+    if not a.dry_run and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device (use --dry-run on CPU)", file=sys.stderr)
+        return 2
+    if not a.dry_run:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Ctx(a)
+    results = [run_step(s, ctx, out, a.step_timeout) for s in (a.steps or STEPS)]
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
