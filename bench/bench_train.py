@@ -82,7 +82,7 @@ _flop_cache: dict[tuple, dict] = {}   # counts depend on the architecture and ba
 
 def count_flops(a: argparse.Namespace, preset: str) -> dict:
     """FLOPs per image of each phase and of a whole period, counted on the meta device (cached per process)."""
-    key = (preset, a.resolution, a.batch, a.batch_gpu, a.channel_base, a.channel_max, a.pl_weight)
+    key = (preset, a.resolution, a.batch, a.batch_gpu, a.channel_base, a.channel_max, a.pl_weight, a.period)
     if key not in _flop_cache:
         _flop_cache[key] = _count_flops(a, preset)
     return _flop_cache[key]
@@ -101,7 +101,7 @@ def _count_flops(a: argparse.Namespace, preset: str) -> dict:
         tr._phase = counted
         reals, labels, one_hot = fake_batch(a, torch.device("meta"))
         period = 0
-        for _ in range(PERIOD):
+        for _ in range(a.period):
             before = sum(phases.values())
             tr.train_step(reals, labels, one_hot)
             period += sum(phases.values()) - before
@@ -117,7 +117,7 @@ def _count_flops(a: argparse.Namespace, preset: str) -> dict:
     return {"G_forward_gflop": per_img(g_fwd), "D_forward_gflop": per_img(d_fwd),
             "phase_gflop": {k: per_img(v) for k, v in step0.items()},
             "r1_over_D_forward": step0["d_r1"] / d_fwd if "d_r1" in step0 else None,
-            "flop_per_image_per_step": period / PERIOD / a.batch}
+            "flop_per_image_per_step": period / a.period / a.batch}
 
 
 def peak_tflops(device: torch.device, dtype: str, override: float | None) -> float | None:
@@ -142,12 +142,12 @@ def measure(a: argparse.Namespace, preset: str, device: torch.device, flops: dic
         periods = []
         for _ in range(a.periods):
             t0 = time.perf_counter()
-            for _ in range(PERIOD):
+            for _ in range(a.period):
                 tr.train_step(reals, labels, one_hot)
             sync()
             periods.append(time.perf_counter() - t0)
         tr.stats.reduce()
-    step = statistics.median(periods) / PERIOD
+    step = statistics.median(periods) / a.period
     mem = (torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     achieved = flops["flop_per_image_per_step"] * a.batch / step / 1e12
@@ -174,6 +174,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pl-weight", type=float, default=0.0, help="path-length weight (the training default is 0)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--periods", type=int, default=2, help="timed 16-step periods (the median is reported)")
+    p.add_argument("--period", type=int, default=PERIOD, help="steps per period: keep 16 (smaller: smoke tests only)")
     p.add_argument("--warmup-steps", type=int, default=PERIOD, help="untimed steps first (default: a whole period)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device, time nothing")

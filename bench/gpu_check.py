@@ -41,8 +41,7 @@ class Ctx:
         self.dry = a.dry_run
         self.device = torch.device("cpu" if a.dry_run else "cuda")
         self.res = 16 if a.dry_run else 256
-        self.channels = {"synthesis.channel_base": 256, "synthesis.channel_max": 16} if a.dry_run else {}
-        self.d_channels = {"channel_base": 256, "channel_max": 16} if a.dry_run else {}
+        self.channels = {"channel_base": 256, "channel_max": 16} if a.dry_run else {}
         self.official = a.official_dir
 
 
@@ -50,10 +49,10 @@ class Ctx:
 
 def nets(ctx: Ctx, preset: str = "GANformer", batch_gpu: int = 4):
     from training.networks import Discriminator, Generator
-    from training.networks.config import DiscriminatorConfig, generator_preset
+    from training.networks.presets import build
+    G_cfg, D_cfg = build(preset, ctx.res, mbstd_group_size=min(4, batch_gpu), **ctx.channels)
     torch.manual_seed(0)
-    G = Generator(generator_preset(preset, resolution=ctx.res, **ctx.channels))
-    D = Discriminator(DiscriminatorConfig(img_resolution=ctx.res, mbstd_group_size=min(4, batch_gpu), **ctx.d_channels))
+    G, D = Generator(G_cfg), Discriminator(D_cfg)
     return G.to(ctx.device).train(), D.to(ctx.device).train()
 
 
@@ -141,7 +140,8 @@ def step_ops(ctx: Ctx) -> dict:
                 (gx,) = torch.autograd.grad((y.float() * torch.linspace(-1, 1, y.numel(), device=ctx.device)
                                              .reshape(y.shape)).sum(), x, create_graph=True)
                 gx.float().square().sum().backward()            # double backward (R1's pattern)
-                res[impl] = (y.detach(), gx.detach(), x.grad, y.dtype, gx.dtype)
+                g2 = x.grad if x.grad is not None else torch.zeros_like(x)    # linear ops: no 2nd-order term
+                res[impl] = (y.detach(), gx.detach(), g2, y.dtype, gx.dtype)
             r, k = res["ref"], res[kernel]
             out[f"{name}_{str(dtype)[6:]}"] = {"fwd": rel(k[0], r[0]), "grad": rel(k[1], r[1]),
                                                "grad2": rel(k[2], r[2]) if r[2].norm() > 0 else 0.0,
@@ -190,8 +190,9 @@ def _batch(ctx: Ctx, batch: int):
 
 def step_trainer(ctx: Ctx) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        tr = _trainer(ctx, tmp)
-        data = _batch(ctx, 8)
+        batch = 4 if ctx.dry else 8
+        tr = _trainer(ctx, tmp, batch=batch)
+        data = _batch(ctx, batch)
         times = []
         for _ in range(3):
             t = time.time()
@@ -209,11 +210,12 @@ def step_syncs(ctx: Ctx) -> dict:
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
     with tempfile.TemporaryDirectory() as tmp:
-        tr = _trainer(ctx, tmp)
-        data = _batch(ctx, 8)
+        tr = _trainer(ctx, tmp, batch=4 if ctx.dry else 8)
+        data = _batch(ctx, 4 if ctx.dry else 8)
+        n = 2 if ctx.dry else 16                            # a whole period on the GPU (R1 included)
         tr.train_step(*data)                                # warm-up outside the profile
         with profile(activities=acts) as prof:
-            for _ in range(16):
+            for _ in range(n):
                 tr.train_step(*data)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
@@ -222,7 +224,7 @@ def step_syncs(ctx: Ctx) -> dict:
     for e in prof.events():
         if e.name in names or e.name == "aten::_local_scalar_dense":
             counts[e.name] = counts.get(e.name, 0) + 1
-    per_step = {k: v / 16 for k, v in counts.items()}
+    per_step = {k: v / n for k, v in counts.items()}
     return {"per_step": per_step, "note": "aten::_local_scalar_dense includes CPU random draws of style mixing "
             "(CPU tensors, no device sync); the CUDA runtime sync calls are the device syncs"}
 
@@ -232,7 +234,7 @@ def step_bench(ctx: Ctx, compiled: bool = False) -> dict:
     import bench_train
     rows = []
     base = (["--resolution", "16", "--batch", "4", "--channel-base", "256", "--channel-max", "16", "--periods", "1",
-             "--warmup-steps", "1", "--device", "cpu"] if ctx.dry else ["--resolution", "256", "--batch", "32", "--periods", "2"])
+             "--warmup-steps", "1", "--period", "2", "--device", "cpu"] if ctx.dry else ["--resolution", "256", "--batch", "32", "--periods", "2"])
     variants = [(d, compiled) for d in ("bf16", "fp32")]
     if ctx.dry:
         variants = [("fp32", compiled)]

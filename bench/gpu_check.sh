@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 PY="${PYTHON:-python}"
 if [ "$DRY" = 1 ]; then
-  exec timeout -k 5 300 "$PY" bench/gpu_check.py --dry-run --out "$OUT" --step-timeout 120 --official-dir "$OFFICIAL"
+  exec timeout -k 5 600 "$PY" bench/gpu_check.py --dry-run --out "$OUT" --step-timeout 120 --official-dir "$OFFICIAL"
 fi
 # step:seconds; the limits add up to 570 s, so the whole check ends within 10 minutes.
 LIMITS="env:20 build:150 ops:30 kernels_vs_ref:40 bf16_vs_fp32:40 trainer:40 syncs:40 bench:90 bench_compiled:80 official:40"

@@ -27,6 +27,8 @@ def tiny_nets(preset: str, res: int = 16, d_arch: str = "resnet") -> tuple[Gener
     kw = {"latent_size": 32, "components_num": 4} if preset in ("GANformer", "kGAN") else {"latent_size": 32}
     if preset == "kGAN":
         kw["merge_layer"] = 3
+    if preset == "SAGAN":
+        kw["g_img2img"] = 3
     G_cfg, D_cfg = build(preset, res, channel_base=256, channel_max=16, d_arch=d_arch, **kw)
     torch.manual_seed(0)
     return Generator(G_cfg), Discriminator(D_cfg)
