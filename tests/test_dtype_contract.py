@@ -127,7 +127,7 @@ def test_bf16_training_step_keeps_the_contract(preset, one_thread) -> None:
         tr = Trainer(opts, G, D, Dist(), torch.device("cpu"), log=lambda *_: None)
         assert tr.amp_dtype == BF16
         losses = []
-        for phase in ("g_main", "g_pl", "d_main", "d_r1"):
+        for phase in ("g_main", "g_pl", "d_main", "d_reg"):
             fn = getattr(tr.loss, phase)
             setattr(tr.loss, phase, lambda *a, _fn=fn: losses.append(_fn(*a)) or losses[-1])
         seen, handles = record_dtypes([tr.G, tr.D])
