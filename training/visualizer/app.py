@@ -60,9 +60,15 @@ def create_app(session: ModelSession, allow_model_change: bool = True) -> Starle
 
     async def info(request: Request) -> Response:
         def get():
-            session.follow()
+            # Polled every few seconds: while a long call (a projection) holds the model, answer without
+            # following the run folder rather than queue up behind it.
+            if session.lock.acquire(blocking=False):
+                try:
+                    session.follow()
+                finally:
+                    session.lock.release()
             return {**session.info(), "model_change": allow_model_change}
-        return await _guarded(get, session.lock)
+        return await _guarded(get)
 
     async def render(request: Request) -> Response:
         try:
