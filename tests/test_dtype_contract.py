@@ -48,8 +48,8 @@ def test_bf16_mapping_with_kernel_dtypes_does_not_crash(monkeypatch) -> None:
     G.train()
     z = torch.randn(4, G.k, G.z_dim)
     with torch.autocast("cpu", dtype=BF16):
-        ws = G.mapping(z, None, pos=G.pos)
-        trunc = G.mapping(z, None, pos=G.pos, truncation_psi=0.5, update_w_avg=False)
+        ws = G.map(z, None)
+        trunc = G.map(z, None, truncation_psi=0.5, update_w_avg=False)
     assert ws.dtype == FP32 and trunc.dtype == FP32 and G.mapping.w_avg.dtype == FP32
     assert torch.isfinite(G.mapping.w_avg).all() and G.mapping.w_avg.abs().sum() > 0
 
