@@ -127,26 +127,33 @@ def test_two_process_gloo_with_labels(labelled_dir, tmp_path, launcher) -> None:
 
 
 def test_kill_during_state_write_never_leaves_a_bad_file(tmp_path) -> None:
-    """A writer killed at random moments leaves only complete, loadable snapshot files."""
+    """A writer killed at random moments of save_snapshot (release file, then training state) leaves only
+    complete files, and every training state left can be resumed (its release file is complete too)."""
     script = (
         "import sys, torch; sys.path.insert(0, %r)\n"
         "from training import snapshots\n"
         "from training.networks.presets import build\n"
-        "from training.networks import Generator\n"
-        "G = Generator(build('StyleGAN2', 64)[0])\n"
-        "opt = torch.optim.Adam(G.parameters())\n"
+        "from training.networks import Discriminator, Generator\n"
+        "g, d = build('StyleGAN2', 64)\n"
+        "G, D, G_ema = Generator(g), Discriminator(d), Generator(g)\n"
+        "opts = {'G': torch.optim.Adam(G.parameters()), 'D': torch.optim.Adam(D.parameters())}\n"
         "i = 0\n"
         "while True:\n"
-        "    snapshots.save_state(%r + f'/training-state-{i %% 3:06d}.safetensors', {'G': G}, {'G': opt}, {'i': i})\n"
+        "    snapshots.save_snapshot(%r, f'{i %% 3:06d}', G, D, G_ema, opts, {'i': i}, {})\n"
         "    print(i, flush=True); i += 1\n") % (str(REPO), str(tmp_path))
-    for delay in (1.5, 2.2, 3.1):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for delay in (0.0, 0.13, 0.37):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        first = proc.stdout.readline()                  # one whole snapshot written: now kill it mid-stream
+        assert first.strip() == "0", proc.stderr.read()[-2000:]
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        for f in tmp_path.glob("training-state-*.safetensors"):
-            nets, _, _, counters = snapshots.load_state(f)      # raises if incomplete
-            assert len(nets["G"]) > 0 and "i" in counters
+        states = sorted(tmp_path.glob("training-state-*.safetensors"))
+        assert states
+        for f in states:
+            nets, _, _, counters = snapshots.load_state(f)      # raises if it or its release file is incomplete
+            assert len(nets["G"]) > 0 and len(nets["G_ema"]) > 0 and "i" in counters
 
 
 def test_metrics_at_snapshots_and_eval(data_dir, tmp_path, capsys) -> None:
