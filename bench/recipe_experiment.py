@@ -33,6 +33,7 @@ CANDIDATES: dict[str, list[str]] = {
     "modern": ["--recipe", "modern"],                                         # RpGAN + R1 + R2 + EMA ramp-up
     "rpgan": ["--g-loss", "rpgan", "--d-loss", "rpgan"],                     # the loss alone
     "r2-ema": ["--recipe", "modern", "--g-loss", "logistic_ns", "--d-loss", "logistic"],   # modern minus RpGAN
+    "modern-lowr1": ["--recipe", "modern", "--gamma", "0.05"],               # modern with a small-image R1 weight
     "ema-rampup": ["--ema-rampup", "0.05"],
     "quickstart": ["--gamma", "0.05", "--style-mixing", "0", "--ema-rampup", "0.05"],   # the README's Quickstart
 }
