@@ -203,3 +203,16 @@ def test_recipe_experiment_smoke_writes_curves_plot_and_resumes(tmp_path, capsys
     again = recipe_experiment.main(["--smoke", "--work-dir", str(tmp_path)])
     assert capsys.readouterr().out.count("finished, skipped") == 2
     assert again["curves"] == result["curves"]
+
+
+def test_photo_crops_are_square_deterministic_and_varied() -> None:
+    """bench/make_photo_crops.py: crops of a photograph at the asked size, the same for the same seed."""
+    import numpy as np
+    sys.path.insert(0, str(REPO / "bench"))
+    import make_photo_crops
+    photo = np.random.default_rng(1).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    a = [np.asarray(make_photo_crops.crop(photo, np.random.default_rng(7), 32)) for _ in range(2)]
+    assert a[0].shape == (32, 32, 3) and np.array_equal(a[0], a[1])
+    rng = np.random.default_rng(3)
+    crops = [np.asarray(make_photo_crops.crop(photo, rng, 32)) for _ in range(20)]
+    assert len({c.tobytes() for c in crops}) == 20
