@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import json
 
-from dnnlib.threads import prefer_passive_wait
-
-prefer_passive_wait()          # before torch is imported (see dnnlib/threads.py)
-
-from dnnlib.util import cli_main  # noqa: E402
-from training.options import parse  # noqa: E402
-from training.run_config import RunConfig  # noqa: E402
+from dnnlib.util import cli_main
+from training.options import parse
+from training.run_config import RunConfig
 
 
 def summarize(G, D) -> str:

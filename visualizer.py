@@ -14,10 +14,7 @@ import ipaddress
 import socket
 
 from dnnlib.cli import FlagParser
-from dnnlib.threads import prefer_passive_wait
 from dnnlib.util import UserError, cli_main
-
-prefer_passive_wait()          # before torch is imported (see dnnlib/threads.py)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

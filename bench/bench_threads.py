@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """CPU threads on a busy machine: training-step time of the Quickstart config, idle and loaded.
 
-  python bench/bench_threads.py --out bench/results/threads-cpu.json
+  python bench/bench_threads.py --steps 10 --warmup 3 --repeats 2 --load-procs 1 --out bench/results/threads-idle-cpu.json
 
 Each configuration (torch threads 1 or 2, OMP_WAIT_POLICY default or PASSIVE) runs in a fresh process
 (OpenMP reads its environment once), first on the machine as it is ("as-found": on a shared machine that is not idle), then with one busy-loop
 process per --load-procs competing for the cores ("loaded"). Configurations are interleaved and
-repeated, so the ratios compare runs made side by side.
+repeated, so the ratios compare runs made side by side. The figures behind dnnlib/threads.py's choice.
 """
 from __future__ import annotations
 

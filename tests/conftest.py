@@ -2,7 +2,9 @@
 import os
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # before torch loads OpenMP: see dnnlib/threads.py
+# Tests run 2 threads on a shared machine: passive waits keep that near one thread's speed when the other
+# core is busy (figures in dnnlib/threads.py). Set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,4 +1,4 @@
-"""What a new user sees: progress lines, CPU threads, names of short runs, images that can be read."""
+"""What a new user sees: progress lines, names of short runs, images that can be read."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from dnnlib.progress import LineBar, StatusLine, bar, fmt_time
-from dnnlib.threads import choose_threads
 from training import snapshots
 from training.checkpoint import kimg_tag, latest_snapshot
 from training.visualize import dataset_grid, enlarge, noise_variance_image, view_factor, view_grid
@@ -54,16 +53,6 @@ def test_status_line_in_place_on_a_terminal_else_new_lines():
     s.show("b")
     s.clear()
     assert tty.getvalue() == "\rb\033[K\r\033[K"
-
-
-def test_threads_default_to_the_free_cores():
-    env = {}
-    assert choose_threads(None, cpus=2, load=0.3, env=env)[0] == 2          # idle
-    assert choose_threads(None, cpus=2, load=1.2, env=env)[0] == 1          # one core busy elsewhere
-    assert choose_threads(None, cpus=2, load=23.0, env=env)[0] == 1         # never below one
-    assert choose_threads(None, processes=2, cpus=8, load=0.0, env=env)[0] == 4
-    assert choose_threads(3, cpus=2, load=23.0, env=env) == (3, "--num-threads")
-    assert choose_threads(None, cpus=2, load=0.0, env={"OMP_NUM_THREADS": "1"}) == (1, "OMP_NUM_THREADS")
 
 
 def test_names_of_short_runs_are_unique_and_sort_by_kimg(tmp_path):

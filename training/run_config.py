@@ -60,6 +60,7 @@ class TrainOptions:
     state_minutes: float = 10.0           # Also a snapshot and training state every N minutes (0 = off).
     status_seconds: float = 10.0          # Status line inside a tick at most every N seconds.
     num_threads: int = 0                  # torch CPU threads per process (0 = leave as is).
+    follow_load: bool = False             # Re-choose the CPU threads as other work comes and goes.
     g_lr: float = 0.002
     d_lr: float = 0.002
     g_reg_interval: int = 4

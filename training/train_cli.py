@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -187,16 +186,16 @@ def _plan(run: RunConfig, world: int, stack: contextlib.ExitStack) -> dict:
     stack.enter_context(folder_lock(run_dir, "run folder"))
     snapshots.clean_run_dir(run_dir, snapshots.load_state(resume)[3].get("tick", 0) if resume else 0)
     _dataset_note(run_dir, manifest, resume)
-    threads, why = choose_threads(run.num_threads, world)
+    threads, why, auto = choose_threads(run.num_threads, world)
     opts = dataclasses.replace(run.train, run_dir=str(run_dir), data_dir=run.data_dir, dataset=run.dataset,
                                resolution=resolution, batch_gpu=_batch_gpu(run, resolution, world),
-                               num_threads=threads)
+                               num_threads=threads, follow_load=auto and world == 1)
     with atomic_write(Path(run_dir) / "config.json", "w") as f:
         json.dump({"run": to_dict(run), "G": G_cfg, "D": D_cfg, "train": to_dict(opts),
                    "dataset_hash": manifest.get("content_hash")}, f, indent=1, default=str)
     print(f"run folder: {run_dir}" + (f" (resuming {Path(resume).name})" if resume else ""))
-    print(f"CPU threads per process: {threads} ({why}; OMP_WAIT_POLICY "
-          f"{os.environ.get('OMP_WAIT_POLICY', 'default')}; --num-threads N chooses)")
+    print(f"CPU threads per process: {threads} ({why}{'; re-checked during training' if opts.follow_load else ''}"
+          f"; --num-threads N fixes it)")
     return dict(opts=opts, G_cfg=G_cfg, D_cfg=D_cfg, resume=str(resume) if resume else None,
                 pretrained=pretrained and pretrained[2])
 

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import torch
 
 from dnnlib.progress import StatusLine, fmt_time
+from dnnlib.threads import ThreadGovernor
 from dnnlib.util import UserError
 from training import snapshots
 from training.checkpoint import kimg_tag
@@ -231,6 +232,7 @@ class Trainer:
         self.log(f"training for {o.total_kimg} kimg from {self.cur_nimg / 1000:.1f} kimg on {self.device} "
                  f"({d.world_size} process{'es' if d.world_size > 1 else ''}{threads})")
         status = StatusLine(o.status_seconds) if d.is_main else None
+        governor = ThreadGovernor(n) if o.follow_load and self.device.type == "cpu" and d.world_size == 1 else None
         self.state_time = time.monotonic()
         try:
             while self.cur_nimg < total:
@@ -240,6 +242,10 @@ class Trainer:
                 tick_end = tick_start_nimg + o.kimg_per_tick * 1000
                 if not done and self.cur_nimg < tick_end:
                     if status is not None and status.due():       # host-side counters only: no GPU sync
+                        note = governor.check() if governor is not None else None
+                        if note:
+                            status.clear()
+                            self.log(note)
                         status.show(_status_line(self.cur_nimg, total, self.tick + 1, tick_start_nimg,
                                                  min(tick_end, total), time.time() - tick_start_time))
                     if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
