@@ -113,7 +113,7 @@ def test_short_run_keeps_every_point_shows_status_and_writes_reals(tmp_path, cap
     run.mkdir()
     opts = TrainOptions(run_dir=str(run), data_dir=str(tmp_path / "data"), resolution=16, batch_size=2, batch_gpu=2,
                         total_kimg=0.008, kimg_per_tick=0.004, snapshot_ticks=1, status_seconds=0,
-                        state_minutes=1e-9, grid_size=(2, 1))
+                        state_minutes=1e-9, grid_size=(2, 1), last_snapshots=0)
     Trainer(opts, G, D, Dist(), torch.device("cpu")).run()
     out = capsys.readouterr().out
     # a status line after every step inside a tick (status_seconds=0): kimg, img/s, ETAs
@@ -126,6 +126,8 @@ def test_short_run_keeps_every_point_shows_status_and_writes_reals(tmp_path, cap
         assert f"fakes-{tag}.png" in names
     assert {"network-snapshot-000000.004.safetensors", "network-snapshot-000000.008.safetensors"} <= names
     assert {"training-state-000000.002.safetensors", "network-snapshot-000000.006.safetensors"} <= names  # by time
+    assert snapshots.is_timed(run / "network-snapshot-000000.006.safetensors")     # so pruning can tell them apart
+    assert not snapshots.is_timed(run / "network-snapshot-000000.004.safetensors")
     from PIL import Image
     assert Image.open(run / "fakes-000000.004.png").size == (2 * 130 - 2, 128)
     assert Image.open(run / "reals.png").size == (8 * 130 - 2, 2 * 130 - 2)   # 16 images: 8 x 2

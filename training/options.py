@@ -57,7 +57,8 @@ FLAGS: list[tuple[str, Any, Optional[str], dict, str]] = [
      "snapshots, samples and metrics every N ticks"),
     ("training (others)", "--state-minutes", "train.state_minutes", dict(type=float),
      "also a training state (to resume from) every N minutes, inside ticks too (0 = off)"),
-    ("training (others)", "--last-snapshots", "train.last_snapshots", dict(type=int), "keep only the N newest snapshots"),
+    ("training (others)", "--last-snapshots", "train.last_snapshots", dict(type=int), "keep the N newest --snapshot-ticks "
+     "snapshots, and a --state-minutes save only until a newer save exists (0 = keep every save)"),
     ("training (others)", "--g-lr", "train.g_lr", dict(type=float), "generator learning rate"),
     ("training (others)", "--d-lr", "train.d_lr", dict(type=float), "discriminator learning rate"),
     ("training (others)", "--g-loss", "loss.g_loss", dict(choices=G_LOSSES), "generator loss"),

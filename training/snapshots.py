@@ -20,6 +20,7 @@ from dnnlib.util import TMP_SUFFIX, UserError, atomic_write, remove_stale_tmp
 from training.checkpoint import FORMAT, KIMG_RE, STATE_FORMAT, read_checkpoint, save_checkpoint
 
 STATE_RE = re.compile(rf"training-state-{KIMG_RE}\.safetensors$")
+POINT_RE = re.compile(rf"(?:training-state|network-snapshot)-{KIMG_RE}\.safetensors$")
 RUN_RE = re.compile(r"^(.*)-(\d{3,})$")
 
 
@@ -132,14 +133,37 @@ def clean_run_dir(run_dir: str | os.PathLike, resumed_tick: int) -> None:
         f.writelines(keep)
 
 
+def is_timed(release: Path) -> bool:
+    """Whether a release snapshot was a save every --state-minutes (its header says so; reads no tensor)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(release), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("extra", "{}")).get("timed") is True
+    except Exception:                      # unreadable or not ours: not known to be timed, so kept
+        return False
+
+
 def prune(run_dir: str | os.PathLike, keep: int) -> None:
-    """Keep the newest `keep` training states and release snapshots (0 = keep all)."""
+    """After a save, per point of training (a release snapshot and the training state beside it): a save
+    every --state-minutes is a resume point only, removed once a newer save exists; of the saves every
+    --snapshot-ticks the newest `keep` stay. The newest training state and its release (which resuming
+    needs: load_state) always stay. keep <= 0 keeps everything."""
     if keep <= 0:
         return
-    for pattern in ("training-state-*.safetensors", "network-snapshot-*.safetensors"):
-        files = sorted(Path(run_dir).glob(pattern), key=lambda p: float((re.findall(KIMG_RE, p.name) or ["-1"])[0]))
-        for old in files[:-keep]:
-            old.unlink(missing_ok=True)
+    run = Path(run_dir)
+    files: dict[str, list[Path]] = {}
+    for p in run.glob("*.safetensors"):
+        if m := POINT_RE.match(p.name):
+            files.setdefault(m.group(1), []).append(p)
+    newest = latest_state(run)
+    protected = STATE_RE.search(newest.name).group(1) if newest else None
+    tags = sorted(files, key=float)
+    timed = [t for t in tags if is_timed(run / f"network-snapshot-{t}.safetensors")]
+    ticks = [t for t in tags if t not in timed]
+    for tag in timed + ticks[:-keep]:
+        if tag != protected and tag != tags[-1]:
+            for p in files[tag]:
+                p.unlink(missing_ok=True)
 
 
 # -- training state ----------------------------------------------------------------------------------

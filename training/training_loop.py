@@ -120,15 +120,17 @@ class Trainer:
             raise UserError(f"training diverged by step {self.step} ({self.cur_nimg / 1000:.3f} kimg): {bad} holds NaN "
                             f"or Inf; nothing was saved from it; last good snapshot: {last or 'none'}")
 
-    def save(self) -> None:
-        """A network snapshot and a training state (for resume), named by kimg_tag."""
+    def save(self, timed: bool = False) -> None:
+        """A network snapshot and a training state (for resume), named by kimg_tag; `timed` marks a save
+        every --state-minutes (a resume point only, pruned once superseded)."""
         self.state_time = time.monotonic()
         if not self.d.is_main:
             return
         tag = kimg_tag(self.cur_nimg)
         run = Path(self.opts.run_dir)
         snapshots.save_snapshot(run, tag, self.G, self.D, self.G_ema, {"G": self.opt_G, "D": self.opt_D},
-                                self.counters(), extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset})
+                                self.counters(), extra={"kimg": self.cur_nimg / 1000, "dataset": self.opts.dataset,
+                                                        **({"timed": True} if timed else {})})
         snapshots.prune(run, self.opts.last_snapshots)
 
     # -- one iteration ---------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ class Trainer:
                                                  min(tick_end, total), time.time() - tick_start_time))
                     if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
                         self.check_finite()
-                        self.save()                            # no collective: rank 0 writes alone
+                        self.save(timed=True)                  # no collective: rank 0 writes alone
                     continue
                 if status is not None:
                     status.clear()
