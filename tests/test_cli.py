@@ -6,7 +6,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,15 +20,9 @@ def run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run_network.py", *argv], cwd=REPO, capture_output=True, text=True)
 
 
-def test_help_is_instant_and_imports_no_torch() -> None:
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-X", "importtime", "run_network.py", "--help"], cwd=REPO,
-                         capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
+def test_help_lists_the_presets() -> None:
+    out = run("--help")           # that it imports no torch: tests/test_script_help.py
     assert out.returncode == 0 and "--ganformer-default" in out.stdout
-    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    assert "torch" not in imported and "numpy" not in imported
-    assert elapsed < 3, f"--help took {elapsed:.1f} s"
 
 
 def test_every_flag_explained_once() -> None:
