@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 
-from dnnlib.cli import FlagParser
+from dnnlib.cli import FlagParser, add_shared_flags
 from dnnlib.util import cli_main
 
 
 def build_parser() -> FlagParser:
     p = FlagParser(description="Generate images with a trained GANformer.",
                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="model: our .safetensors checkpoint, a run folder (latest snapshot), an official "
-                        "PyTorch reference folder, or an official network-snapshot-*.pkl")
-    p.add_argument("--gpus", default="0", help="comma-separated GPU indices (the first is used); CPU if none")
-    p.add_argument("--ratio", type=float, default=1.0, help="crop the output to height/width = ratio "
-                   "(CLEVR 0.75, Bedrooms 188/256, Cityscapes 0.5, FFHQ 1.0)")
+    add_shared_flags(p, "--model", "--gpus", "--ratio")
     p.add_argument("--output-dir", default="images", metavar="DIR", help="where the PNGs go")
     p.add_argument("--images-num", type=int, default=32, help="number of images (seeds 0..N-1) unless --seeds/--latents")
     p.add_argument("--truncation-psi", type=float, default=0.7, help="truncation: 1 = none, lower = closer to average")

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as Fn
 from tqdm import tqdm
 
-from dnnlib.cli import FlagParser
+from dnnlib.cli import FlagParser, add_shared_flags
 from dnnlib.util import UserError, atomic_path, atomic_write, cli_main
 from training.sampling import pick_device, save_npy, save_png, to_uint8
 from training.visualize import colorize_hard, upsample_maps
@@ -334,7 +334,7 @@ def save_outputs(result: Projection, target: torch.Tensor, outdir: Path, G) -> d
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a model generate.py accepts (checkpoint, run folder, ...)")
+    add_shared_flags(p, "--model", "--gpus")
     p.add_argument("--target", required=True, help="the image to project (any size; centre-cropped, resized)")
     p.add_argument("--outdir", default="projection", help="where the outputs go (default: %(default)s)")
     p.add_argument("--num-steps", type=int, default=300, help="optimisation steps (default: %(default)s)")
@@ -344,7 +344,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "else TF-Inception features + pixels)")
     p.add_argument("--feature-res", type=int, default=None,
                    help="Inception distance: resize images to this side first (default: max(64, resolution))")
-    p.add_argument("--gpus", default="0", help="GPU index to use; CPU if none (default: %(default)s)")
     return p.parse_args(argv)
 
 

@@ -13,21 +13,21 @@ import argparse
 import ipaddress
 import socket
 
-from dnnlib.cli import FlagParser
+from dnnlib.cli import FlagParser, add_shared_flags
 from dnnlib.util import UserError, cli_main
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> FlagParser:
     p = FlagParser(description="Explore a GANformer's latents and attention in the browser.",
                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="our .safetensors checkpoint, a run folder (followed as snapshots appear), an official "
-                        "PyTorch reference folder, an official or TF snapshot pickle, or a gdrive: name")
+    add_shared_flags(p, "--model", "--gpus", "--ratio")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (another than loopback exposes the page)")
     p.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
-    p.add_argument("--gpus", default="0", help="comma-separated GPU indices (the first is used); CPU if none")
-    p.add_argument("--ratio", type=float, default=1.0, help="show images cropped to height/width = ratio")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def is_loopback(host: str) -> bool:

@@ -34,6 +34,24 @@ def dashed(argv: Sequence[str]) -> list[str]:
     return out
 
 
+# Flags that several scripts share (generate.py, visualizer.py, projector.py), each declared and explained once.
+SHARED_FLAGS: dict[str, dict] = {
+    "--model": dict(required=True, default=argparse.SUPPRESS,
+                    help="the model: our .safetensors checkpoint, a run folder (its latest snapshot; visualizer.py "
+                         "follows new ones), an official PyTorch reference folder, an official PyTorch or TF "
+                         "network-snapshot-*.pkl, or a released model by name (gdrive:<dataset>-snapshot.pkl)"),
+    "--gpus": dict(default="0", help="comma-separated GPU indices (the first is used); the CPU if there is no GPU"),
+    "--ratio": dict(type=float, default=1.0, help="crop images to height/width = ratio (CLEVR 0.75, Bedrooms "
+                    "188/256, Cityscapes 0.5, FFHQ 1.0)"),
+}
+
+
+def add_shared_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the named SHARED_FLAGS to a parser."""
+    for name in names:
+        parser.add_argument(name, **SHARED_FLAGS[name])
+
+
 class FlagParser(argparse.ArgumentParser):
     """argparse with one-line errors: an unknown flag names the closest known one, not the whole usage."""
 

@@ -32,3 +32,15 @@ def test_help_and_flag_errors_import_no_torch(script, args, code) -> None:
     else:
         assert "error:" in out.stderr and out.stderr.count("\n") == 1, out.stderr      # one line
 
+
+def test_generate_and_visualizer_share_one_definition_of_model_gpus_ratio() -> None:
+    import generate
+    import visualizer
+    from dnnlib.cli import SHARED_FLAGS
+
+    for script in (generate, visualizer):
+        actions = script.build_parser()._option_string_actions
+        for name, spec in SHARED_FLAGS.items():
+            assert actions[name].help == spec["help"] and actions[name].required == spec.get("required", False)
+        args = script.parse_args(["--model", "m", "--gpus", "1", "--ratio", "0.75"])
+        assert (args.model, args.gpus, args.ratio) == ("m", "1", 0.75)
