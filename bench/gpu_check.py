@@ -12,6 +12,7 @@ are plumbing checks only (CPU bf16 R1 values are not a reference: oneDNN's bf16 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import signal
@@ -151,27 +152,39 @@ def step_ops(ctx: Ctx) -> dict:
     return out
 
 
-def step_kernels_vs_ref(ctx: Ctx) -> dict:
-    """Whole GANformer G + D + R1 in fp32: kernels vs the reference ops (same weights and random draws)."""
+# Each loss phase run two ways on the same weights and random draws, the checked way against its reference:
+# step -> ((name, autocast dtype, reference ops?) checked, (name, dtype, reference ops?) reference).
+PHASE_COMPARISONS = {
+    "kernels_vs_ref": (("kernel", "fp32", False), ("ref", "fp32", True)),
+    "bf16_vs_fp32": (("bf16", "bf16", False), ("fp32", "fp32", False)),
+}
+
+
+def compare_phases(ctx: Ctx, step: str) -> dict:
+    """Per loss phase (G main, D main, R1): both losses, their relative difference, gradients' relative
+    error and cosine, for the two ways PHASE_COMPARISONS names for `step`."""
     G, D = nets(ctx)
     out = {}
     for name in ("g_main", "d_main", "d_r1"):
-        loss_k, grad_k = phase(G, D, autocast_for(ctx, "fp32"), name, 4, ctx.res, ctx.device)
-        with custom_ops.reference_ops():
-            loss_r, grad_r = phase(G, D, autocast_for(ctx, "fp32"), name, 4, ctx.res, ctx.device)
-        out[name] = {"loss_rel": abs(loss_k - loss_r) / max(abs(loss_r), 1e-30), "grad_rel": rel(grad_k, grad_r)}
+        runs = {}
+        for way, dtype, ref_ops in PHASE_COMPARISONS[step]:
+            with custom_ops.reference_ops() if ref_ops else contextlib.nullcontext():
+                runs[way] = phase(G, D, autocast_for(ctx, dtype), name, 4, ctx.res, ctx.device)
+        (loss, grad), (loss_ref, grad_ref) = runs.values()
+        out[name] = {**{f"loss_{way}": v[0] for way, v in runs.items()},
+                     "loss_rel": abs(loss - loss_ref) / max(abs(loss_ref), 1e-30),
+                     "grad_rel": rel(grad, grad_ref), "grad_cosine": cosine(grad, grad_ref)}
     return out
+
+
+def step_kernels_vs_ref(ctx: Ctx) -> dict:
+    """Whole GANformer G + D + R1 in fp32: kernels vs the reference ops (same weights and random draws)."""
+    return compare_phases(ctx, "kernels_vs_ref")
 
 
 def step_bf16_vs_fp32(ctx: Ctx) -> dict:
     """One training step's losses and gradients under bf16 autocast vs fp32, GANformer at the check's resolution."""
-    G, D = nets(ctx)
-    out = {}
-    for name in ("g_main", "d_main", "d_r1"):
-        loss32, grad32 = phase(G, D, autocast_for(ctx, "fp32"), name, 4, ctx.res, ctx.device)
-        loss16, grad16 = phase(G, D, autocast_for(ctx, "bf16"), name, 4, ctx.res, ctx.device)
-        out[name] = {"loss_fp32": loss32, "loss_bf16": loss16, "loss_rel": abs(loss16 - loss32) / max(abs(loss32), 1e-30),
-                     "grad_rel": rel(grad16, grad32), "grad_cosine": cosine(grad16, grad32)}
+    out = compare_phases(ctx, "bf16_vs_fp32")
     if ctx.dry:
         out["note"] = "CPU bf16 R1 values are not a reference (oneDNN bf16 conv double backward)"
     return out

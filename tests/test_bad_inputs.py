@@ -121,6 +121,11 @@ def _train(w, *extra):
     return [*TRAIN, "--data-dir", w["data"], "--result-dir", w["results"], *extra]
 
 
+def _eval(w, model, *extra):
+    return ["--eval", "--metrics", "none", "--result-dir", w["results"], "--expname", "e",
+            "--pretrained-pkl", w["root"] / model, *extra]
+
+
 def _gen(w, *extra):
     return ["--output-dir", w["out"], "--images-num", "2", *extra]
 
@@ -157,45 +162,50 @@ RUN_NETWORK = [  # (id, argv from the fixture, needle in the message)
     ("pretrained-nan", lambda w: _train(w, "--pretrained-pkl", w["root"] / "nan.safetensors"), "NaN"),
     ("pretrained-evil", lambda w: _train(w, "--pretrained-pkl", w["root"] / "evil.pkl"), "evil.pkl"),
     ("pretrained-shape", lambda w: _train(w, "--pretrained-pkl", w["root"] / "shape.safetensors"), "do not fit"),
-    ("eval-evil", lambda w: ["--eval", "--metrics", "none", "--result-dir", w["results"], "--expname", "e",
-                             "--pretrained-pkl", w["root"] / "evil.pkl"], "evil.pkl"),
-    ("eval-missing", lambda w: ["--eval", "--metrics", "none", "--result-dir", w["results"], "--expname", "e",
-                                "--pretrained-pkl", w["root"] / "nosuch.pkl"], "not found"),
-    ("eval-truncation-nan", lambda w: ["--eval", "--metrics", "none", "--result-dir", w["results"], "--expname", "e",
-                                       "--truncation-psi", "nan", "--pretrained-pkl", w["root"] / "good.safetensors"],
-     "--truncation-psi"),
+    ("eval-evil", lambda w: _eval(w, "evil.pkl"), "evil.pkl"),
+    ("eval-missing", lambda w: _eval(w, "nosuch.pkl"), "not found"),
+    ("eval-truncation-nan", lambda w: _eval(w, "good.safetensors", "--truncation-psi", "nan"), "--truncation-psi"),
 ]
 
-GENERATE = [
-    ("model-missing", lambda w: _gen(w, "--model", w["root"] / "nosuch.safetensors"), "not found"),
-    ("model-nan", lambda w: _gen(w, "--model", w["root"] / "nan.safetensors"), "NaN"),
-    ("model-garbage", lambda w: _gen(w, "--model", w["root"] / "garbage.safetensors"), "garbage"),
-    ("model-shape", lambda w: _gen(w, "--model", w["root"] / "shape.safetensors"), "do not fit"),
-    ("meta-version", lambda w: _gen(w, "--model", w["root"] / "version.safetensors"), "metadata"),
-    ("meta-future", lambda w: _gen(w, "--model", w["root"] / "future.safetensors"), "format 99"),
-    ("meta-no-configs", lambda w: _gen(w, "--model", w["root"] / "noconfigs.safetensors"), "metadata"),
-    ("meta-bad-json", lambda w: _gen(w, "--model", w["root"] / "badjson.safetensors"), "metadata"),
-    ("config-res-65536", lambda w: _gen(w, "--model", w["root"] / "res65536.safetensors"), "img_resolution"),
-    ("config-huge-channels", lambda w: _gen(w, "--model", w["root"] / "channels.safetensors"), "channel_max"),
-    ("config-res-string", lambda w: _gen(w, "--model", w["root"] / "resstr.safetensors"), "img_resolution"),
-    ("official-no-z-dim", lambda w: _gen(w, "--model", w["root"] / "official"), "z_dim"),
-    ("model-evil", lambda w: _gen(w, "--model", w["root"] / "evil.pkl"), "evil.pkl"),
-    ("truncation-nan", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--truncation-psi", "nan"),
-     "--truncation-psi"),
-    ("ratio-0", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--ratio", "0"), "--ratio"),
-    ("images-num-0", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--images-num", "0"),
-     "--images-num"),
-    ("seeds-negative", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--seeds", "-3"), "--seeds"),
-    ("latents-object", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--latents",
-                                      w["root"] / "object.npy"), "object.npy"),
-    ("latents-nan", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--latents",
-                                   w["root"] / "nanz.npy"), "NaN"),
-    ("latents-shape", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--latents",
-                                     w["root"] / "z3.npy"), "shape"),
-    ("output-dir-is-file", lambda w: ["--model", w["root"] / "good.safetensors", "--images-num", "1",
-                                      "--output-dir", w["root"] / "afile"], "afile"),
-    ("unknown-flag", lambda w: _gen(w, "--model", w["root"] / "good.safetensors", "--bogus"), "--bogus"),
+GENERATE_MODELS = [  # (id, model file in the fixture's folder, needle): a broken or hostile --model
+    ("model-missing", "nosuch.safetensors", "not found"),
+    ("model-nan", "nan.safetensors", "NaN"),
+    ("model-garbage", "garbage.safetensors", "garbage"),
+    ("model-shape", "shape.safetensors", "do not fit"),
+    ("meta-version", "version.safetensors", "metadata"),
+    ("meta-future", "future.safetensors", "format 99"),
+    ("meta-no-configs", "noconfigs.safetensors", "metadata"),
+    ("meta-bad-json", "badjson.safetensors", "metadata"),
+    ("config-res-65536", "res65536.safetensors", "img_resolution"),
+    ("config-huge-channels", "channels.safetensors", "channel_max"),
+    ("config-res-string", "resstr.safetensors", "img_resolution"),
+    ("official-no-z-dim", "official", "z_dim"),
+    ("model-evil", "evil.pkl", "evil.pkl"),
 ]
+GENERATE_FLAGS = [  # (id, flags beside a good model (a path: in the fixture's folder), needle)
+    ("truncation-nan", ["--truncation-psi", "nan"], "--truncation-psi"),
+    ("ratio-0", ["--ratio", "0"], "--ratio"),
+    ("images-num-0", ["--images-num", "0"], "--images-num"),
+    ("seeds-negative", ["--seeds", "-3"], "--seeds"),
+    ("latents-object", ["--latents", Path("object.npy")], "object.npy"),
+    ("latents-nan", ["--latents", Path("nanz.npy")], "NaN"),
+    ("latents-shape", ["--latents", Path("z3.npy")], "shape"),
+    ("output-dir-is-file", ["--output-dir", Path("afile")], "afile"),
+    ("unknown-flag", ["--bogus"], "--bogus"),
+]
+
+
+def _gen_model(model: str):
+    return lambda w: _gen(w, "--model", w["root"] / model)
+
+
+def _gen_flags(flags: list):
+    return lambda w: _gen(w, "--model", w["root"] / "good.safetensors",
+                          *[w["root"] / f if isinstance(f, Path) else f for f in flags])
+
+
+GENERATE = ([(i, _gen_model(model), needle) for i, model, needle in GENERATE_MODELS]
+            + [(i, _gen_flags(flags), needle) for i, flags, needle in GENERATE_FLAGS])
 
 PREPARE = [
     ("no-task", lambda w: ["--data-dir", w["data"]], "nothing to do"),
