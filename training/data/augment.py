@@ -16,9 +16,11 @@ Pipeline (paper Appendix B), in order (groups and their transforms' names):
   noise   additive Gaussian noise (optional)
   cutout  a grey square (optional)
 The default pipe is "bgc" (blit, geom, color), as in the paper.
-`blit` and `geom` are composed into one 3x3 matrix per image and resampled once (bilinear, reflect
-padding); a simplification of the paper's wavelet-filtered resampling. Colour transforms are composed
-into one affine map of RGB values.
+`blit` and `geom` are composed into one 3x3 matrix per image and the image is resampled once: by
+copying pixels when the map moves whole pixels only (blit), otherwise as in the paper (App. B.2):
+reflection padding, 2x upsampling with the sym6 wavelet's low-pass filter, bilinear sampling at 2x,
+the same filter reversed and 2x downsampling (see `resample`). Colour transforms are composed into one
+affine map of RGB values.
 
 `AdaController` sets p from an overfitting heuristic (paper §3, eq. 1): r_t = E[sign(D(real))] over
 the last `interval` steps; p moves by sign(r_t - target) * (images in those steps) / (kimg * 1000), so
@@ -27,6 +29,7 @@ the training state, so a resumed run continues bitwise.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 
+from dnnlib.ops import upfirdn2d
 from dnnlib.util import UserError
 
 MODES = ("ada", "fixed", "none")
@@ -117,8 +121,9 @@ def _translate(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     return torch.stack([o, z, tx, z, o, ty, z, z, o], -1).reshape(-1, 3, 3)
 
 
-def geometric_matrix(B: int, size: int, probs: dict[str, float], device) -> torch.Tensor:
-    """Per-image 3x3 maps [B, 3, 3] from output to input coordinates (grid_sample's [-1, 1] square).
+def geometric_matrix(B: int, size: int, probs: dict[str, float], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image 3x3 maps [B, 3, 3] from output to input coordinates (grid_sample's [-1, 1] square), and a
+    mask [B] of the images that drew a `geom` transform (the others are moved by whole pixels, if at all).
 
     `probs`: transform name -> probability (absent = off). Every distribution here is symmetric, so
     drawing the inverse map directly is the same as drawing the transform and inverting it.
@@ -131,15 +136,18 @@ def geometric_matrix(B: int, size: int, probs: dict[str, float], device) -> torc
     M = M @ _rotation(_gated(torch.floor(rnd() * 4), 0, p("rotate90")) * (math.pi / 2))    # quarter turns
     shift = [_gated(torch.round((rnd() * 2 - 1) * TRANSLATE_INT * size), 0, p("xint")) * (2 / size) for _ in "xy"]
     M = M @ _translate(*shift)                                                              # whole pixels
+    # The geom group: gated draws are exact identities, so G == I exactly for the images that drew none.
+    G = torch.eye(3, device=device).repeat(B, 1, 1)
     s = _gated(torch.exp2(torch.randn(B, device=device) * SCALE_STD), 1, p("scale"))
-    M = M @ _scale(s, s)
+    G = G @ _scale(s, s)
     p_rot = 1 - math.sqrt(1 - p("rotate"))      # two rotations: some rotation happens with probability p
-    M = M @ _rotation(_gated((rnd() * 2 - 1) * math.pi, 0, p_rot))
+    G = G @ _rotation(_gated((rnd() * 2 - 1) * math.pi, 0, p_rot))
     s = _gated(torch.exp2(torch.randn(B, device=device) * SCALE_STD), 1, p("aniso"))
-    M = M @ _scale(s, 1 / s)
-    M = M @ _rotation(_gated((rnd() * 2 - 1) * math.pi, 0, p_rot))
+    G = G @ _scale(s, 1 / s)
+    G = G @ _rotation(_gated((rnd() * 2 - 1) * math.pi, 0, p_rot))
     shift = [_gated(torch.randn(B, device=device) * TRANSLATE_STD * 2, 0, p("xfrac")) for _ in "xy"]
-    return M @ _translate(*shift)
+    G = G @ _translate(*shift)
+    return M @ G, (G != torch.eye(3, device=device)).flatten(1).any(1)
 
 
 def color_transform(B: int, probs: dict[str, float], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,6 +178,108 @@ def color_transform(B: int, probs: dict[str, float], device) -> tuple[torch.Tens
     return A, b
 
 
+# ---------------------------------------------------------------------------------------------------
+# Geometric resampling (paper Appendix B.2). Whole-pixel maps (blit) copy pixels. Any other map is
+# applied with little aliasing: pad by reflection, upsample 2x with the symlet-6 low-pass filter,
+# sample bilinearly at 2x, low-pass with the same filter reversed and keep every second pixel. sym6
+# is an orthogonal wavelet, so this down-up pair reconstructs its input exactly (up to float32
+# round-off) when the map is the identity or a whole-pixel shift.
+
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
+        0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
+        -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices mirrored into [0, n) about the edge pixels (F.pad's 'reflect')."""
+    if n == 1:
+        return torch.zeros_like(i)
+    i = torch.remainder(i, 2 * n - 2)
+    return torch.where(i >= n, 2 * n - 2 - i, i)
+
+
+def _pixel_map(M: torch.Tensor, size: int) -> torch.Tensor:
+    """grid_sample's [-1, 1] coordinates -> pixel coordinates centred on the image: M scaled by size / 2."""
+    P = torch.diag(torch.tensor([size / 2, size / 2, 1.0], device=M.device, dtype=M.dtype))
+    return P @ M @ torch.linalg.inv(P)
+
+
+def _blit(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Whole-pixel maps (flips, quarter turns, integer shifts): each output pixel copies one input pixel."""
+    B, C, H, W = x.shape
+    ys, xs = torch.meshgrid(torch.arange(H).to(M) - (H - 1) / 2, torch.arange(W).to(M) - (W - 1) / 2, indexing="ij")
+    out = torch.stack([xs, ys, torch.ones_like(xs)]).reshape(3, -1)                         # [3, H*W]
+    src = _pixel_map(M, H) @ out                                                              # [B, 3, H*W]
+    sx = _reflect(torch.round(src[:, 0] + (W - 1) / 2).long(), W)
+    sy = _reflect(torch.round(src[:, 1] + (H - 1) / 2).long(), H)
+    index = (sy * W + sx)[:, None].expand(B, C, H * W)
+    return x.flatten(2).gather(2, index).reshape(B, C, H, W)
+
+
+@functools.lru_cache(maxsize=None)
+def _upsampling_shift(taps: tuple[float, ...]) -> float:
+    """How far (in 2x pixels) upsample2d with the filter `taps` moves the image's content towards the origin.
+
+    sym6 is not symmetric: its centre of mass sits 0.4 taps off the middle of its support, so the
+    upsampled image is shifted by that much (the reversed filter of the downsampling undoes it). Shifts
+    commute with translations but not with rotations and scalings, so the sampling map is conjugated by it.
+    """
+    n = 8
+    delta = torch.zeros([1, 1, 1, n])
+    delta[..., n // 2] = 1
+    row = upfirdn2d.upsample2d(delta, upfirdn2d.setup_filter(list(taps)), up=2, impl="ref").sum((0, 1, 2))  # [2n]
+    centroid = float((row * torch.arange(2 * n)).sum() / row.sum())
+    return (2 * (n // 2) + 0.5) - centroid
+
+
+def _reflect_margins(Mp: torch.Tensor, size: int, reach: int) -> tuple[list[int], list[int]]:
+    """Reflection padding (x, y) before and after the image that holds every input point the maps Mp
+    (centred pixels) take the output to, plus `reach` pixels; at most size - 1 (F.pad's limit)."""
+    half = size / 2 + reach
+    corners = torch.tensor([[-half, -half], [half, -half], [half, half], [-half, half]]).to(Mp)     # [4, 2]
+    points = Mp[:, :2, :2] @ corners.T + Mp[:, :2, 2:]                                              # [B, 2, 4]
+    margin = lambda extent: (extent - size / 2 + reach).ceil().clamp(0, size - 1).long().tolist()
+    return margin(-points.amin((0, 2))), margin(points.amax((0, 2)))
+
+
+def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Apply the maps M [B, 3, 3] (output -> input, [-1, 1] coordinates) by 2x-oversampled resampling."""
+    B, C, H, W = x.shape
+    f = upfirdn2d.setup_filter(list(SYM6), device=x.device)
+    crop = f.shape[0] // 4                    # 1x pixels at each border that the 2x filtering spoils: cropped
+    before, after = _reflect_margins(_pixel_map(M, H), H, reach=crop + 1)
+    x = Fn.pad(x, [before[0], after[0], before[1], after[1]], mode="reflect")
+    in_hw, out_hw = (2 * x.shape[2], 2 * x.shape[3]), (2 * (H + 2 * crop), 2 * (W + 2 * crop))
+    # Filtering is per channel: one image of B * C channels is the same, and CPU convolutions run faster so.
+    x = upfirdn2d.upsample2d(x.reshape(1, B * C, *x.shape[2:]), f, up=2).reshape(B, C, *in_hw)
+
+    # The map in the 2x images' centred pixel coordinates, conjugated by the filter's shift and moved to
+    # the padded image's centre, then from and to grid_sample's [-1, 1] coordinates.
+    T = lambda tx, ty: torch.tensor([[1.0, 0, tx], [0, 1, ty], [0, 0, 1]]).to(M)
+    s = _upsampling_shift(SYM6)
+    A = T(before[0] - after[0], before[1] - after[1]) @ T(-s, -s) @ _pixel_map(M, 2 * H) @ T(s, s)
+    to_unit = lambda hw: torch.diag(torch.tensor([2 / hw[1], 2 / hw[0], 1.0])).to(M)
+    theta = to_unit(in_hw) @ A @ torch.linalg.inv(to_unit(out_hw))
+    grid = Fn.affine_grid(theta[:, :2].to(x.dtype), [B, C, *out_hw], align_corners=False)
+    x = Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = upfirdn2d.downsample2d(x.reshape(1, B * C, *out_hw), f, down=2, padding=-2 * crop, flip_filter=True)
+    return x.reshape(B, C, H, W)
+
+
+def resample(x: torch.Tensor, M: torch.Tensor, general: torch.Tensor) -> torch.Tensor:
+    """Move the images [B, C, H, W] by the maps M [B, 3, 3] of geometric_matrix(); `general` [B] marks the
+    maps that are not whole-pixel moves. Images whose map is the identity stay bit-exact. Sampling
+    positions need more than bf16's 8 bits, so half-precision images are resampled in float32."""
+    moved = (M != torch.eye(3, device=M.device)).flatten(1).any(1)
+    out = x
+    for path, chosen in ((_blit, moved & ~general), (_filtered, general)):
+        idx = chosen.nonzero()[:, 0]
+        if len(idx):
+            part = x[idx].to(torch.promote_types(x.dtype, torch.float32))
+            out = out.index_copy(0, idx, path(part, M[idx].to(part.dtype)).to(x.dtype))
+    return out
+
+
 class AugmentPipe(torch.nn.Module):
     """Applies the chosen transforms, each with probability `p` (an attribute the caller may change)."""
 
@@ -187,7 +297,7 @@ class AugmentPipe(torch.nn.Module):
         on = lambda group: bool(self.transforms & set(GROUPS[group]))
         x = images
         if on("blit") or on("geom"):
-            x = self._resample(x, geometric_matrix(B, H, probs, x.device))
+            x = resample(x, *geometric_matrix(B, H, probs, x.device))
         if on("color"):
             x = self._color(x, *color_transform(B, probs, x.device))
         if on("filter"):
@@ -198,16 +308,6 @@ class AugmentPipe(torch.nn.Module):
         if on("cutout"):
             x = self._cutout(x, self.p)
         return x
-
-    @staticmethod
-    def _resample(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-        """Sample x at M @ (output coordinates); images whose map is the identity stay bit-exact."""
-        moved = (M - torch.eye(3, device=M.device)).abs().amax(dim=(1, 2)) > 0            # [B]
-        if not moved.any():
-            return x
-        grid = Fn.affine_grid(M[:, :2].to(x.dtype), list(x.shape), align_corners=False)
-        out = Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        return torch.where(moved[:, None, None, None], out, x)
 
     @staticmethod
     def _color(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
