@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from dnnlib.util import UserError, check_number
 from training.data import SCENES
+from training.data.augment_config import config_from as augment_config
 
 DATASET_RATIO = {"clevr": 0.75, "bedrooms": 188 / 256, "cityscapes": 0.5, "ffhq": 1.0}   # image height / width
 # Visualisation types in order of work; a bare --vis makes the seed's default set.
@@ -103,6 +104,7 @@ class TrainOptions:
         check_number("--adam-beta1", self.adam_beta1, 0, 1, hi_open=True)
         check_number("--adam-beta2", self.adam_beta2, 0, 1, hi_open=True)
         check_number("--r1-interval", self.d_reg_interval, 1)
+        augment_config(self).validate()
         self.loss.validate()
 
 

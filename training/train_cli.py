@@ -25,10 +25,6 @@ def _check(run: RunConfig) -> list[int]:
     args = run.train
     if not run.dataset:
         raise UserError("--train needs --dataset (e.g. --dataset scenes, the built-in dataset)")
-    if run.num_threads is not None and run.num_threads < 1:
-        raise UserError(f"--num-threads must be >= 1, got {run.num_threads}")
-    if args.batch_size < 1 or (args.batch_gpu is not None and args.batch_gpu < 1):
-        raise UserError("--batch-size and --batch-gpu must be >= 1")
     try:
         gpus = [int(g) for g in str(run.gpus).split(",") if g.strip() != ""]
     except ValueError:
@@ -39,8 +35,6 @@ def _check(run: RunConfig) -> list[int]:
     if args.batch_size % n or (args.batch_size // n) % min(args.batch_gpu or 1, args.batch_size // n):
         raise UserError(f"--batch-size {args.batch_size} must split evenly over {n} processes "
                         f"and into chunks of --batch-gpu {args.batch_gpu}")
-    from training.data.augment import config_from
-    config_from(args).validate()
     if run.metrics not in ("none", ""):
         from metrics.metric_main import parse_metric_names
         parse_metric_names(run.metrics)           # unknown names fail now, not at the first snapshot

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -39,27 +38,9 @@ import torch
 import torch.nn.functional as Fn
 
 from dnnlib.ops import upfirdn2d
-from dnnlib.util import UserError
+from training.data.augment_config import (GROUPS, MODES, PIPES, TRANSFORMS, AugmentConfig,  # noqa: F401 (API)
+                                          config_from, parse_pipe)
 
-MODES = ("ada", "fixed", "none")
-GROUPS = {"blit": ("xflip", "rotate90", "xint"), "geom": ("scale", "rotate", "aniso", "xfrac"),
-          "color": ("brightness", "contrast", "lumaflip", "hue", "saturation"), "filter": ("filter",),
-          "noise": ("noise",), "cutout": ("cutout",)}
-TRANSFORMS = tuple(t for ts in GROUPS.values() for t in ts)
-PIPES = {"bg": "blit,geom", "bgc": "blit,geom,color", "bgcf": "blit,geom,color,filter",
-         "bgcfn": "blit,geom,color,filter,noise", "bgcfnc": "blit,geom,color,filter,noise,cutout"}
-
-
-def parse_pipe(pipe: str) -> frozenset[str]:
-    """The transforms of a pipe: a PIPES preset, or a comma-separated list of groups and transform names."""
-    names = set()
-    for part in PIPES.get(pipe, pipe).split(","):
-        part = part.strip()
-        if part not in GROUPS and part not in TRANSFORMS:
-            raise UserError(f"--augment-pipe: unknown part {part!r}; use a preset ({', '.join(PIPES)}) or a list "
-                            f"of groups ({', '.join(GROUPS)}) and transforms ({', '.join(TRANSFORMS)})")
-        names.update(GROUPS.get(part, (part,)))
-    return frozenset(names)
 # Paper Appendix B: the spread of each random parameter.
 SCALE_STD = 0.2          # log2 of isotropic / anisotropic scale
 TRANSLATE_INT = 0.125    # max integer translation, fraction of the image size
@@ -72,29 +53,6 @@ FILTER_BANDS = (0.0, math.pi / 8, math.pi / 4, math.pi / 2, math.pi)     # band 
 FILTER_ENERGY = (10 / 13, 1 / 13, 1 / 13, 1 / 13)    # expected share of image energy per band (normalises gains)
 NOISE_STD = 0.1
 CUTOUT_SIZE = 0.5
-
-
-@dataclass
-class AugmentConfig:
-    mode: str = "none"          # 'ada' (adaptive p), 'fixed' (p = augment_p), 'none'.
-    p: float = 0.0              # The probability of each transform (the start value for 'ada').
-    target: float = 0.6         # ADA: wanted E[sign(D(real))].
-    kimg: float = 500           # ADA: p can move from 0 to 1 within this many thousand images.
-    interval: int = 4           # ADA: adjust p every this many steps.
-    pipe: str = "bgc"           # Which transforms: a PIPES preset or a list of groups/transforms.
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise UserError(f"--augment must be one of {', '.join(MODES)}, got {self.mode!r}")
-        parse_pipe(self.pipe)
-        if not (math.isfinite(self.p) and 0 <= self.p <= 1):
-            raise UserError(f"--augment-p must be in [0, 1], got {self.p}")
-        if not 0 < self.target < 1:
-            raise UserError(f"--ada-target must be in (0, 1), got {self.target}")
-        if not (math.isfinite(self.kimg) and self.kimg > 0):
-            raise UserError(f"--ada-kimg must be positive, got {self.kimg}")
-        if self.interval < 1:
-            raise UserError(f"ADA interval must be >= 1, got {self.interval}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -384,13 +342,6 @@ class AdaController:
         self.sign_sum = float(state.get("ada_sign_sum", 0.0))
         self.count = int(state.get("ada_count", 0))
         self.steps = int(state.get("ada_steps", 0))
-
-
-def config_from(opts) -> AugmentConfig:
-    """The config from anything with the flags' attribute names (augment, augment_p, ada_target, ada_kimg,
-    augment_pipe): parsed arguments or the training options."""
-    return AugmentConfig(mode=opts.augment, p=opts.augment_p, target=opts.ada_target, kimg=opts.ada_kimg,
-                         pipe=opts.augment_pipe)
 
 
 def build(cfg: AugmentConfig) -> tuple[Optional[AugmentPipe], Optional[AdaController]]:
