@@ -166,7 +166,7 @@ class Trainer:
         if (o.loss.r1_gamma > 0 or o.loss.r2_weight() > 0) and self.step % o.d_reg_interval == 0:
             zs = rz() if o.loss.r2_weight() > 0 else [None] * n_chunks    # R2's fakes (no draw when off)
             self._phase(self.D, self.opt_D, self.loss.d_reg, list(zip(r_chunks, c_chunks, zs)), o.d_reg_interval)
-        if hasattr(G.mapping, "w_avg"):
+        if G.mapping.cfg.w_avg_beta is not None:                   # the mapping tracks w_avg (config says so)
             average_buffer(G.mapping.w_avg, self.d.world_size)   # keep the tracked average identical on all ranks
         self.update_ema()
         if self.ada is not None:
@@ -209,6 +209,43 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Train until total_kimg: steps, a status line within ticks, and the tick's report and snapshot at
+        its end; writers are closed however the loop ends."""
+        o = self.opts
+        dataset, batches = self._open_dataset()
+        run = Path(o.run_dir)
+        jsonl = JsonlWriter(run / "stats.jsonl") if self.d.is_main else None
+        tb = TensorBoardWriter(run) if self.d.is_main and o.summarize else None
+        self.start_time = time.time()
+        self._start_tick()
+        total = int(o.total_kimg * 1000)
+        if self.cur_nimg == 0 and self.d.is_main:
+            save_png(dataset_grid(dataset), run / "reals.png")
+            self.save_samples(tb)
+        self._announce()
+        status = StatusLine(o.status_seconds) if self.d.is_main else None
+        governor = ThreadGovernor(torch.get_num_threads()) \
+            if o.follow_load and self.device.type == "cpu" and self.d.world_size == 1 else None
+        self.state_time = time.monotonic()
+        try:
+            while self.cur_nimg < total:
+                reals, labels = next(batches)
+                self.train_step(reals, labels, dataset.one_hot)
+                done = self.cur_nimg >= total
+                if not done and self.cur_nimg < self.tick_start_nimg + o.kimg_per_tick * 1000:
+                    self._within_tick(status, governor, total)
+                    continue
+                if status is not None:
+                    status.clear()
+                self._end_tick(dataset, done, total, jsonl, tb)
+        finally:
+            for w in (jsonl, tb):
+                if w is not None:
+                    w.close()
+        self._farewell(run)
+
+    def _open_dataset(self):
+        """The dataset and this rank's endless batch iterator, continuing at cur_nimg."""
         o, d = self.opts, self.d
         dataset = load_dataset(o.data_dir, o.dataset, resolution=o.resolution, mirror=o.mirror,
                                max_images=o.max_images, use_labels=self.G.c_dim > 0)
@@ -216,83 +253,82 @@ class Trainer:
             raise UserError(f"the model has {self.G.c_dim} classes, the dataset {dataset.num_classes}")
         if d.is_main:
             dataset.verify_in_background()        # shard checksums; a mismatch stops the run at the next tick
-        per_rank = o.batch_size // d.world_size
         sampler = InfiniteSampler(len(dataset), d.rank, d.world_size, seed=o.seed, start_index=self.cur_nimg)
-        batches = iterate_batches(dataset, sampler, per_rank, prefetch=2,
+        batches = iterate_batches(dataset, sampler, o.batch_size // d.world_size, prefetch=2,
                                   pin_memory=self.device.type == "cuda")
-        run = Path(o.run_dir)
-        jsonl = JsonlWriter(run / "stats.jsonl") if d.is_main else None
-        tb = TensorBoardWriter(run) if d.is_main and o.summarize else None
-        start_time, tick_start_nimg, tick_start_time = time.time(), self.cur_nimg, time.time()
-        total = int(o.total_kimg * 1000)
-        if self.cur_nimg == 0 and d.is_main:
-            save_png(dataset_grid(dataset), run / "reals.png")
-            self.save_samples(tb)
+        return dataset, batches
+
+    def _start_tick(self) -> None:
+        self.tick_start_nimg, self.tick_start_time = self.cur_nimg, time.time()
+
+    def _announce(self) -> None:
+        o, d = self.opts, self.d
         n = torch.get_num_threads()
         threads = f", {n} CPU thread{'s' if n > 1 else ''}{' each' if d.world_size > 1 else ''}" \
             if self.device.type == "cpu" else ""
         self.log(f"training for {o.total_kimg} kimg from {self.cur_nimg / 1000:.1f} kimg on {self.device} "
                  f"({d.world_size} process{'es' if d.world_size > 1 else ''}{threads})")
-        status = StatusLine(o.status_seconds) if d.is_main else None
-        governor = ThreadGovernor(n) if o.follow_load and self.device.type == "cpu" and d.world_size == 1 else None
-        self.state_time = time.monotonic()
-        try:
-            while self.cur_nimg < total:
-                reals, labels = next(batches)
-                self.train_step(reals, labels, dataset.one_hot)
-                done = self.cur_nimg >= total
-                tick_end = tick_start_nimg + o.kimg_per_tick * 1000
-                if not done and self.cur_nimg < tick_end:
-                    if status is not None and status.due():       # host-side counters only: no GPU sync
-                        note = governor.check() if governor is not None else None
-                        if note:
-                            status.clear()
-                            self.log(note)
-                        status.show(_status_line(self.cur_nimg, total, self.tick + 1, tick_start_nimg,
-                                                 min(tick_end, total), time.time() - tick_start_time))
-                    if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
-                        self.check_finite()
-                        self.save(timed=True)                  # no collective: rank 0 writes alone
-                    continue
-                if status is not None:
-                    status.clear()
-                self.tick += 1
-                now = time.time()
-                stats = self.stats.reduce(d.world_size)
-                tick_kimg = (self.cur_nimg - tick_start_nimg) / 1000
-                timing = {"Progress/tick": self.tick, "Progress/kimg": self.cur_nimg / 1000,
-                          "Timing/total_sec": now - start_time, "Timing/sec_per_tick": now - tick_start_time,
-                          "Timing/sec_per_kimg": (now - tick_start_time) / max(tick_kimg, 1e-8),
-                          "Timing/images_per_sec": tick_kimg * 1000 / max(now - tick_start_time, 1e-8)}
-                if self.augment_pipe is not None:
-                    timing["Progress/augment"] = self.augment_pipe.p
-                if self.device.type == "cuda":
-                    timing["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
-                    torch.cuda.reset_peak_memory_stats(self.device)
-                self.check_finite()
-                if getattr(dataset, "corruption", None):
-                    raise UserError(dataset.corruption)
-                record = {**timing, **stats}
-                self.log(_console_line(record, total, self.cur_nimg))
-                snapshot = done or self.tick % o.snapshot_ticks == 0
-                if snapshot:
-                    for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
-                        check_consistency(net, d.world_size, name)
-                    self.save()
-                    if d.is_main:
-                        self.save_samples(tb)
-                        if self.evaluate is not None:
-                            record.update(self.evaluate(self.G_ema, self.cur_nimg / 1000) or {})
-                if jsonl is not None:
-                    jsonl.write({"kimg": self.cur_nimg / 1000, "timestamp": now, **record})
-                if tb is not None:
-                    tb.scalars(record, self.cur_nimg)            # steps are image counts: every tick kept
-                tick_start_nimg, tick_start_time = self.cur_nimg, time.time()
-        finally:
-            for w in (jsonl, tb):
-                if w is not None:
-                    w.close()
-        self.log(f"done: {self.cur_nimg / 1000:.1f} kimg in {fmt_time(time.time() - start_time)}"
+
+    def _within_tick(self, status: Optional[StatusLine], governor: Optional[ThreadGovernor], total: int) -> None:
+        """Between tick ends: the status line (and the CPU thread re-check) and the timed training state."""
+        o = self.opts
+        if status is not None and status.due():       # host-side counters only: no GPU sync
+            note = governor.check() if governor is not None else None
+            if note:
+                status.clear()
+                self.log(note)
+            tick_end = self.tick_start_nimg + o.kimg_per_tick * 1000
+            status.show(_status_line(self.cur_nimg, total, self.tick + 1, self.tick_start_nimg,
+                                     min(tick_end, total), time.time() - self.tick_start_time))
+        if o.state_minutes > 0 and time.monotonic() - self.state_time >= o.state_minutes * 60:
+            self.check_finite()
+            self.save(timed=True)                  # no collective: rank 0 writes alone
+
+    def _tick_record(self, now: float) -> dict:
+        """Progress, timing and resources of the tick that ends now, and the statistics reported in it."""
+        stats = self.stats.reduce(self.d.world_size)
+        tick_kimg = (self.cur_nimg - self.tick_start_nimg) / 1000
+        tick_sec = now - self.tick_start_time
+        record = {"Progress/tick": self.tick, "Progress/kimg": self.cur_nimg / 1000,
+                  "Timing/total_sec": now - self.start_time, "Timing/sec_per_tick": tick_sec,
+                  "Timing/sec_per_kimg": tick_sec / max(tick_kimg, 1e-8),
+                  "Timing/images_per_sec": tick_kimg * 1000 / max(tick_sec, 1e-8)}
+        if self.augment_pipe is not None:
+            record["Progress/augment"] = self.augment_pipe.p
+        if self.device.type == "cuda":
+            record["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return {**record, **stats}
+
+    def _end_tick(self, dataset, done: bool, total: int, jsonl: Optional[JsonlWriter],
+                  tb: Optional[TensorBoardWriter]) -> None:
+        """Report the tick (console, stats.jsonl, TensorBoard); snapshot, samples and metrics every
+        snapshot_ticks ticks and at the end."""
+        o, d = self.opts, self.d
+        self.tick += 1
+        now = time.time()
+        record = self._tick_record(now)
+        self.check_finite()
+        if getattr(dataset, "corruption", None):
+            raise UserError(dataset.corruption)
+        self.log(_console_line(record, total, self.cur_nimg))
+        if done or self.tick % o.snapshot_ticks == 0:
+            for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+                check_consistency(net, d.world_size, name)
+            self.save()
+            if d.is_main:
+                self.save_samples(tb)
+                if self.evaluate is not None:
+                    record.update(self.evaluate(self.G_ema, self.cur_nimg / 1000) or {})
+        if jsonl is not None:
+            jsonl.write({"kimg": self.cur_nimg / 1000, "timestamp": now, **record})
+        if tb is not None:
+            tb.scalars(record, self.cur_nimg)            # steps are image counts: every tick kept
+        self._start_tick()
+
+    def _farewell(self, run: Path) -> None:
+        o, d = self.opts, self.d
+        self.log(f"done: {self.cur_nimg / 1000:.1f} kimg in {fmt_time(time.time() - self.start_time)}"
                  + (f"; weights identical on all {d.world_size} ranks" if d.world_size > 1 else ""))
         tag = kimg_tag(self.cur_nimg) if o.keep_samples else "latest"
         look = [n for n in ("reals.png", f"fakes-{tag}.png", f"attention-{tag}.png") if (run / n).exists()]
