@@ -63,9 +63,9 @@ def test_quarter_turn_matches_rot90(fmax, tol):
 
     Not exact: the sample points land off the 2x pixel grid (the sym6 shift correction moves them), so bilinear
     interpolation at 2x and sym6's slightly non-linear phase leave an error that grows with frequency. Measured
-    (max over the interior, images of peak 1): 0.0035 for fmax = 1/16, 0.016 for fmax = 1/8 cycles/pixel.
-    Without correcting sym6's 0.4-pixel shift the rotation turns about the wrong centre and misses by 0.13
-    and 0.24, far outside these tolerances."""
+    (max over the interior, images of peak 1): 0.0035 for fmax = 1/16, 0.0158 for fmax = 1/8 cycles/pixel.
+    Without correcting sym6's 0.4-pixel shift (at 2x) the rotation turns about the wrong centre and misses by
+    about 0.13 and 0.24, far outside these tolerances."""
     x = band_limited(fmax=fmax)
     for angle, k in ((math.pi / 2, 1), (-math.pi / 2, -1)):
         y = _filtered(x, maps(8, _rotation(torch.tensor([angle], dtype=torch.float64))))
@@ -79,8 +79,8 @@ def test_fractional_shift_and_back_recovers_the_image(fmax, tol):
     """Shift by (0.37, -0.185) pixels, then by the opposite: a band-limited image comes back.
 
     The error is that of two bilinear interpolations at 2x (the filters themselves reconstruct exactly).
-    Measured (max over the interior): 0.0115 for fmax = 1/16, 0.038 for fmax = 1/8; bilinear resampling at
-    1x, as before, gives 0.041 and 0.126 on the same images."""
+    Measured (max over the interior): 0.0115 for fmax = 1/16, 0.0323 for fmax = 1/8; bilinear resampling at
+    1x, as before, gives 0.0413 and 0.1134 on the same images."""
     x = band_limited(fmax=fmax)
     y = _filtered(_filtered(x, shift(8, 0.37, -0.185)), shift(8, -0.37, 0.185))
     assert inner(y - x).abs().max() < tol
@@ -113,3 +113,21 @@ def test_bfloat16_images_keep_their_dtype_and_precision():
     torch.manual_seed(3)
     y16 = AugmentPipe("geom", p=1)(x.bfloat16())
     assert y16.dtype == torch.bfloat16 and (y16.float() - y32).abs().max() < 2 ** -8 * y32.abs().max() * 1.01
+
+
+if __name__ == "__main__":
+    # The figures quoted above: PYTHONPATH=. python tests/test_augment_resampling.py
+    import torch.nn.functional as Fn
+
+    def bilinear_1x(x, M):          # the resampling used before: bilinear at 1x, reflection at the edges
+        grid = Fn.affine_grid(M[:, :2], list(x.shape), align_corners=False)
+        return Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    quarter = maps(8, _rotation(torch.tensor([math.pi / 2], dtype=torch.float64)))
+    there, back = shift(8, 0.37, -0.185), shift(8, -0.37, 0.185)
+    for fmax in (1 / 16, 1 / 8, 1 / 4):
+        x = band_limited(fmax=fmax)
+        rot = inner(_filtered(x, quarter) - torch.rot90(x, 1, (2, 3))).abs().max()
+        trip = inner(_filtered(_filtered(x, there), back) - x).abs().max()
+        old = inner(bilinear_1x(bilinear_1x(x, there), back) - x).abs().max()
+        print(f"fmax {fmax:.4f}: quarter turn vs rot90 {rot:.4f}; shift and back {trip:.4f} (bilinear at 1x: {old:.4f})")
