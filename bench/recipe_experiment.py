@@ -61,6 +61,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--model", default=MODEL, help="model and batch flags shared by every run")
     p.add_argument("--extra", default="", help="more flags for every run (e.g. --num-threads 1)")
     p.add_argument("--smoke", action="store_true", help="tiny dataset and model, 2 evaluations per run: < 1 min")
+    p.add_argument("--collect", action="store_true", help="train nothing: summarise the runs in --work-dir as they are")
     a = p.parse_args(argv)
     if a.smoke:
         a.work_dir = a.work_dir if a.work_dir != p.get_default("work_dir") else tempfile.mkdtemp(prefix="recipes-")
@@ -125,6 +126,10 @@ def run_all(a: argparse.Namespace) -> dict:
                 curve = read_curve(Path(a.work_dir) / "runs", name)
                 if curve and curve[-1]["kimg"] >= a.total_kimg - 1e-6:
                     print(f"{name}: finished, skipped")
+                elif a.collect:
+                    print(f"{name}: not finished, " + (f"left out" if not curve else f"up to {curve[-1]['kimg']:g} kimg"))
+                    if not curve:
+                        continue
                 else:
                     argv = run_argv(a, dataset, cand, seed)
                     print(f"{name}: run_network.py {shlex.join(argv)}", flush=True)
@@ -210,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
               "settings": {"datasets": a.datasets, "seeds": a.seeds, "total_kimg": a.total_kimg,
                            "eval_every_kimg": a.eval_every, "fakes_per_metric": a.eval_images,
                            "reals_per_metric": a.eval_images, "reals": "the dataset's first N images (stored order)",
-                           "model_flags": a.model, "extra_flags": a.extra,
+                           "model_flags": a.model, "extra_flags": a.extra, "collected_only": a.collect,
                            "candidates": {c: CANDIDATES[c] for c in a.candidates}},
               "summary": summary, "curves": curves}
     out = Path(a.out)

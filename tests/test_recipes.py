@@ -203,6 +203,12 @@ def test_recipe_experiment_smoke_writes_curves_plot_and_resumes(tmp_path, capsys
     again = recipe_experiment.main(["--smoke", "--work-dir", str(tmp_path)])
     assert capsys.readouterr().out.count("finished, skipped") == 2
     assert again["curves"] == result["curves"]
+    # --collect with a candidate that never ran: nothing trains, the missing run is said and left out
+    collected = recipe_experiment.main(["--smoke", "--work-dir", str(tmp_path), "--collect",
+                                        "--candidates", "faithful,modern,rpgan"])
+    out = capsys.readouterr().out
+    assert out.count("not finished, left out") == 1 and "run_network.py" not in out
+    assert collected["curves"] == result["curves"] and collected["settings"]["collected_only"]
 
 
 def test_photo_crops_are_square_deterministic_and_varied() -> None:
