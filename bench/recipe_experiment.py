@@ -188,12 +188,14 @@ def plot(summary: dict, path: Path, title: str) -> None:
         for j in range(5):
             f, k = lo + (hi - lo) * j / 4, kmax * j / 4
             draw.text((x0 + 5, sy(f) - 6), f"{f:.4g}", fill="black")
-            draw.text((sx(k) - 10, H - B + 5), f"{k:g}", fill="black")
+            label = f"{k:g}"
+            draw.text((sx(k) - 3 * len(label), H - B + 5), label, fill="black")
         draw.text((x0 + L, 8), f"{dataset}: {title}", fill="black")
         draw.text((x0 + (W - R) // 2, H - 18), "kimg", fill="black")
         for c, (cand, points) in enumerate(by_cand.items()):
             colour = COLOURS[c % len(COLOURS)]
-            xy = [(sx(float(k)), sy(ms["fid"]["mean"])) for k, ms in points.items() if "fid" in ms]
+            dx = 4 * (c - (len(by_cand) - 1) / 2)        # side by side, so that the min-max bars do not hide each other
+            xy = [(sx(float(k)) + dx, sy(ms["fid"]["mean"])) for k, ms in points.items() if "fid" in ms]
             if len(xy) > 1:
                 draw.line(xy, fill=colour, width=2)
             for (x, _), ms in zip(xy, [ms for ms in points.values() if "fid" in ms]):
