@@ -16,10 +16,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import prepare_data
 from dnnlib import download as dl
 from dnnlib.util import UserError
 from training.data import catalog, sources
+from test_prepare_data import run as _main
 from training.data.dataset import ImageDataset
 
 
@@ -229,14 +229,6 @@ def local_catalog(server, tmp_path, monkeypatch):
         entries[name] = dataclasses.replace(e, url=url, md5=_md5(bodies[name]))
     monkeypatch.setattr(catalog, "CATALOG", entries)
     return imgs
-
-
-def _main(*argv):
-    try:
-        prepare_data.main([str(a) for a in argv] + ["--workers", "1"])
-        return 0
-    except SystemExit as e:
-        return e.code
 
 
 def test_catalog_end_to_end(local_catalog, tmp_path, capsys):

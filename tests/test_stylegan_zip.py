@@ -7,17 +7,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import prepare_data
+from test_prepare_data import run
 from training.data.dataset import ImageDataset
 from training.data.stylegan import entry_name
-
-
-def run(*argv):
-    try:
-        prepare_data.main([str(a) for a in argv] + ["--workers", "1"])
-        return 0
-    except SystemExit as e:
-        return e.code
 
 
 def _png_bytes(arr):
