@@ -131,6 +131,19 @@ def test_grey_images_and_shapes():
     assert y.shape == x.shape and torch.isfinite(y).all() and not torch.equal(x, y)
 
 
+@pytest.mark.parametrize("pipe", ["bgc", "bgcfnc"])
+def test_no_device_reads(pipe):
+    """Images on the meta device have no values (reading one raises), yet they augment: every choice
+    (which images move, how much padding) comes from parameters drawn on the CPU, so a GPU never stalls."""
+    torch.manual_seed(0)
+    x = torch.empty([16, 3, 32, 32], device="meta")
+    pipe = AugmentPipe(pipe, p=0.7)
+    y = pipe(x)
+    assert y.device.type == "meta" and y.shape == x.shape
+    torch.manual_seed(0)
+    assert not torch.equal(pipe(images(B=16, R=32)), images(B=16, R=32))   # the same draws do move CPU images
+
+
 def test_gradients_flow_first_and_second_order(one_thread):
     """D(aug(x)) gives gradients w.r.t. x (the R1 path) and that gradient's norm differentiates w.r.t. D."""
     x = images(B=4, R=8).double().requires_grad_(True)

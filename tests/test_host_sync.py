@@ -14,6 +14,7 @@ from training.stats import StatsCollector
 from training.training_loop import Trainer, TrainOptions
 from test_dtype_contract import tiny_nets
 
+CPU_DATA = "# CPU data: no device read"
 HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy")
 
 
@@ -34,28 +35,40 @@ class HostReads:
             monkeypatch.setattr(torch.Tensor, name, wrapper)
 
     def device_reads(self) -> list:
-        """Reads that would sync a GPU: anything but a read of a fresh CPU random draw."""
-        return [c for c in self.calls if not (c[3] and ("torch.rand(" in c[2] or "torch.randint(" in c[2]))]
+        """Reads that would sync a GPU: anything but a read of a fresh CPU random draw, or of CPU data on a
+        line marked so (augmentation: test_augment.py runs it on the meta device, where a read would raise)."""
+        ok = ("torch.rand(", "torch.randint(", CPU_DATA)
+        return [c for c in self.calls if not (c[3] and any(m in c[2] for m in ok))]
 
 
-def make_trainer(tmp: str, batch_gpu: int) -> Trainer:
+def make_trainer(tmp: str, batch_gpu: int, augment: str = "none") -> Trainer:
     G, D = tiny_nets("GANformer")
-    opts = TrainOptions(run_dir=tmp, resolution=16, batch_size=8, batch_gpu=batch_gpu)
+    opts = TrainOptions(run_dir=tmp, resolution=16, batch_size=8, batch_gpu=batch_gpu, augment=augment,
+                        augment_p=0.5, augment_pipe="bgcfnc")
     opts.loss.pl_weight = 2.0
     return Trainer(opts, G, D, Dist(), torch.device("cpu"), log=lambda *_: None)
 
 
-@pytest.mark.parametrize("batch_gpu", [8, 2])
-def test_no_host_reads_per_step(monkeypatch, batch_gpu, one_thread) -> None:
+ADA_READ = "# the one host read per ADA interval"
+
+
+@pytest.mark.parametrize("batch_gpu,augment", [(8, "none"), (2, "none"), (4, "ada"), (8, "fixed")])
+def test_no_host_reads_per_step(monkeypatch, batch_gpu, augment, one_thread) -> None:
+    """Augmentation draws its parameters on the CPU; ADA reads D's mean sign once per adjustment interval."""
     with tempfile.TemporaryDirectory() as tmp:
-        tr = make_trainer(tmp, batch_gpu)
+        tr = make_trainer(tmp, batch_gpu, augment)
         reals = torch.randint(0, 256, [8, 3, 16, 16], dtype=torch.uint8)
         labels, one_hot = torch.zeros(8, dtype=torch.int64), lambda lab: torch.zeros(lab.shape[0], 0)
         reads = HostReads(monkeypatch)
-        for _ in range(2):                          # step 0 runs every phase (PL and R1 included)
+        steps = 2 if augment == "none" else 2 * tr.ada.cfg.interval if augment == "ada" else 1
+        for _ in range(steps):                      # step 0 runs every phase (PL and R1 included)
             tr.train_step(reals, labels, one_hot)
         assert reads.calls, "the patch saw nothing: the check would be vacuous"     # the mixing draws
-        assert reads.device_reads() == []
+        ada_reads = [c for c in reads.device_reads() if c[2].endswith(ADA_READ)]
+        assert len(ada_reads) == (2 if augment == "ada" else 0)
+        assert [c for c in reads.device_reads() if c not in ada_reads] == []
+        if augment != "none":
+            assert tr.augment_pipe.p > 0 and len(reads.calls) > 2 * steps     # it augmented (the CPU draws)
         n = len(reads.calls)
         stats = tr.stats.reduce()
         assert len(reads.calls) == n + 1 and reads.calls[-1][2].endswith("# the one host read per tick")

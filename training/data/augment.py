@@ -128,7 +128,7 @@ def color_transform(B: int, probs: dict[str, float], device) -> tuple[torch.Tens
     flip = _gated(torch.floor(torch.rand(B, device=device) * 2), 0, p("lumaflip"))
     then(eye - 2 * vv * flip[:, None, None])                                    # mirror along the luma axis
     theta = _gated((torch.rand(B, device=device) * 2 - 1) * math.pi, 0, p("hue"))
-    cross = torch.tensor([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], device=device)
+    cross = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=device) / math.sqrt(3)    # v x .
     c, s = theta.cos()[:, None, None], theta.sin()[:, None, None]
     then(c * eye + s * cross + (1 - c) * vv)                                    # Rodrigues: hue rotation about v
     sat = _gated(torch.exp2(torch.randn(B, device=device) * SATURATION_STD), 1, p("saturation"))
@@ -165,6 +165,7 @@ def _pixel_map(M: torch.Tensor, size: int) -> torch.Tensor:
 def _blit(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """Whole-pixel maps (flips, quarter turns, integer shifts): each output pixel copies one input pixel."""
     B, C, H, W = x.shape
+    M = M.to(x.device, x.dtype)
     ys, xs = torch.meshgrid(torch.arange(H).to(M) - (H - 1) / 2, torch.arange(W).to(M) - (W - 1) / 2, indexing="ij")
     out = torch.stack([xs, ys, torch.ones_like(xs)]).reshape(3, -1)                         # [3, H*W]
     src = _pixel_map(M, H) @ out                                                              # [B, 3, H*W]
@@ -186,7 +187,7 @@ def _upsampling_shift(taps: tuple[float, ...]) -> float:
     delta = torch.zeros([1, 1, 1, n])
     delta[..., n // 2] = 1
     row = upfirdn2d.upsample2d(delta, upfirdn2d.setup_filter(list(taps)), up=2, impl="ref").sum((0, 1, 2))  # [2n]
-    centroid = float((row * torch.arange(2 * n)).sum() / row.sum())
+    centroid = float((row * torch.arange(2 * n)).sum() / row.sum())      # CPU data: no device read
     return (2 * (n // 2) + 0.5) - centroid
 
 
@@ -196,12 +197,14 @@ def _reflect_margins(Mp: torch.Tensor, size: int, reach: int) -> tuple[list[int]
     half = size / 2 + reach
     corners = torch.tensor([[-half, -half], [half, -half], [half, half], [-half, half]]).to(Mp)     # [4, 2]
     points = Mp[:, :2, :2] @ corners.T + Mp[:, :2, 2:]                                              # [B, 2, 4]
-    margin = lambda extent: (extent - size / 2 + reach).ceil().clamp(0, size - 1).long().tolist()
-    return margin(-points.amin((0, 2))), margin(points.amax((0, 2)))
+    margin = lambda extent: (extent - size / 2 + reach).ceil().clamp(0, size - 1).long()
+    before = margin(-points.amin((0, 2))).tolist()                        # CPU data: no device read
+    return before, margin(points.amax((0, 2))).tolist()                   # CPU data: no device read
 
 
 def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """Apply the maps M [B, 3, 3] (output -> input, [-1, 1] coordinates) by 2x-oversampled resampling."""
+    """Apply the maps M [B, 3, 3] (output -> input, [-1, 1] coordinates; on the CPU, so that the padding
+    they need is known without a device read) by 2x-oversampled resampling."""
     B, C, H, W = x.shape
     f = upfirdn2d.setup_filter(list(SYM6), device=x.device)
     crop = f.shape[0] // 4                    # 1x pixels at each border that the 2x filtering spoils: cropped
@@ -218,7 +221,7 @@ def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     A = T(before[0] - after[0], before[1] - after[1]) @ T(-s, -s) @ _pixel_map(M, 2 * H) @ T(s, s)
     to_unit = lambda hw: torch.diag(torch.tensor([2 / hw[1], 2 / hw[0], 1.0])).to(M)
     theta = to_unit(in_hw) @ A @ torch.linalg.inv(to_unit(out_hw))
-    grid = Fn.affine_grid(theta[:, :2].to(x.dtype), [B, C, *out_hw], align_corners=False)
+    grid = Fn.affine_grid(theta[:, :2].to(x.device, x.dtype), [B, C, *out_hw], align_corners=False)
     x = Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     x = upfirdn2d.downsample2d(x.reshape(1, B * C, *out_hw), f, down=2, padding=-2 * crop, flip_filter=True)
     return x.reshape(B, C, H, W)
@@ -226,15 +229,19 @@ def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
 
 def resample(x: torch.Tensor, M: torch.Tensor, general: torch.Tensor) -> torch.Tensor:
     """Move the images [B, C, H, W] by the maps M [B, 3, 3] of geometric_matrix(); `general` [B] marks the
-    maps that are not whole-pixel moves. Images whose map is the identity stay bit-exact. Sampling
-    positions need more than bf16's 8 bits, so half-precision images are resampled in float32."""
-    moved = (M != torch.eye(3, device=M.device)).flatten(1).any(1)
+    maps that are not whole-pixel moves. M and `general` live on the CPU (AugmentPipe draws them there):
+    which images move, and how much padding they need, is then known without reading the device.
+    Images whose map is the identity stay bit-exact. Sampling positions need more than bf16's 8 bits,
+    so half-precision images are resampled in float32."""
+    M, general = M.cpu(), general.cpu()
+    moved = (M != torch.eye(3)).flatten(1).any(1)
     out = x
     for path, chosen in ((_blit, moved & ~general), (_filtered, general)):
-        idx = chosen.nonzero()[:, 0]
+        idx = chosen.nonzero()[:, 0]                                  # CPU: no device read
         if len(idx):
-            part = x[idx].to(torch.promote_types(x.dtype, torch.float32))
-            out = out.index_copy(0, idx, path(part, M[idx].to(part.dtype)).to(x.dtype))
+            at = idx.to(x.device)
+            part = x[at].to(torch.promote_types(x.dtype, torch.float32))
+            out = out.index_copy(0, at, path(part, M[idx]).to(x.dtype))
     return out
 
 
@@ -254,14 +261,16 @@ class AugmentPipe(torch.nn.Module):
         probs = {name: self.p for name in self.transforms}
         on = lambda group: bool(self.transforms & set(GROUPS[group]))
         x = images
+        # Every random parameter is drawn on the CPU (a few numbers per image) and sent to the images'
+        # device: choosing images and sizing buffers from them never waits for the GPU.
         if on("blit") or on("geom"):
-            x = resample(x, *geometric_matrix(B, H, probs, x.device))
+            x = resample(x, *geometric_matrix(B, H, probs, "cpu"))
         if on("color"):
-            x = self._color(x, *color_transform(B, probs, x.device))
+            x = self._color(x, *color_transform(B, probs, "cpu"))
         if on("filter"):
             x = self._filter(x, self.p)
         if on("noise"):
-            sigma = _gated(torch.randn(B, device=x.device).abs() * NOISE_STD, 0, self.p)
+            sigma = _gated(torch.randn(B).abs() * NOISE_STD, 0, self.p).to(x.device)
             x = x + torch.randn_like(x) * sigma[:, None, None, None]
         if on("cutout"):
             x = self._cutout(x, self.p)
@@ -271,19 +280,20 @@ class AugmentPipe(torch.nn.Module):
     def _color(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         C = x.shape[1]
         rgb = x if C == 3 else x.mean(1, keepdim=True).expand(-1, 3, -1, -1)    # grey: transform (g, g, g)
-        out = torch.einsum("bij,bjhw->bihw", A.to(x.dtype), rgb) + b.to(x.dtype)[:, :, None, None]
+        A, b = A.to(x.device, x.dtype), b.to(x.device, x.dtype)
+        out = torch.einsum("bij,bjhw->bihw", A, rgb) + b[:, :, None, None]
         return out if C == 3 else out.mean(1, keepdim=True)
 
     @staticmethod
     def _filter(x: torch.Tensor, p: float) -> torch.Tensor:
         """Random gains of 4 frequency bands, normalised so that the expected energy is kept (paper App. B)."""
         B, _, H, W = x.shape
-        gains = _gated(torch.exp2(torch.randn([B, 4], device=x.device) * FILTER_STD), 1, p)
-        energy = torch.tensor(FILTER_ENERGY, device=x.device)
+        gains = _gated(torch.exp2(torch.randn([B, 4]) * FILTER_STD), 1, p)            # CPU draws
         moved = (gains != 1).any(1)
-        if not moved.any():
+        if not moved.any():                                             # CPU data: no device read
             return x
-        gains = gains / (gains.square() * energy).sum(1, keepdim=True).sqrt()
+        gains = gains / (gains.square() * torch.tensor(FILTER_ENERGY)).sum(1, keepdim=True).sqrt()
+        gains, moved = gains.to(x.device), moved.to(x.device)
         fy = torch.fft.fftfreq(H, device=x.device)[:, None] * 2 * math.pi
         fx = torch.fft.rfftfreq(W, device=x.device)[None, :] * 2 * math.pi
         radius = (fx.square() + fy.square()).sqrt().clamp(max=math.pi)                    # [H, W//2+1]
@@ -295,8 +305,8 @@ class AugmentPipe(torch.nn.Module):
     @staticmethod
     def _cutout(x: torch.Tensor, p: float) -> torch.Tensor:
         B, _, H, W = x.shape
-        on = (torch.rand(B, device=x.device) < p)[:, None, None]
-        centre = torch.rand([B, 2], device=x.device)
+        on = (torch.rand(B) < p).to(x.device)[:, None, None]                  # CPU draws, sent to the device
+        centre = torch.rand([B, 2]).to(x.device)
         ys = (torch.arange(H, device=x.device) + 0.5) / H
         xs = (torch.arange(W, device=x.device) + 0.5) / W
         inside = ((ys[None, :, None] - centre[:, 0, None, None]).abs() < CUTOUT_SIZE / 2) & \
@@ -312,8 +322,8 @@ class AdaController:
         self.sign_sum, self.count, self.steps = 0.0, 0, 0
 
     def observe(self, real_logits: torch.Tensor) -> None:
-        """Accumulate sign(D(real)) of one batch chunk."""
-        self.sign_sum += float(real_logits.detach().sign().sum())
+        """Accumulate sign(D(real)) of one batch chunk, on its device (read once per `interval` steps)."""
+        self.sign_sum = real_logits.detach().sign().sum(dtype=torch.float64) + self.sign_sum
         self.count += int(real_logits.numel())
 
     def step(self, images_seen: int, world_size: int = 1) -> Optional[float]:
@@ -322,19 +332,21 @@ class AdaController:
         self.steps += 1
         if self.steps % self.cfg.interval:
             return None
-        totals = torch.tensor([self.sign_sum, float(self.count)], dtype=torch.float64)
+        sign_sum = torch.as_tensor(self.sign_sum, dtype=torch.float64)        # where D ran (NCCL reduces there)
+        totals = torch.stack([sign_sum, torch.tensor(float(self.count), dtype=torch.float64).to(sign_sum.device)])
         if world_size > 1:
             torch.distributed.all_reduce(totals)
+        total_sign, total_count = totals.tolist()                           # the one host read per ADA interval
         self.sign_sum, self.count = 0.0, 0
-        if totals[1] == 0:
+        if total_count == 0:
             return None
-        r_t = float(totals[0] / totals[1])
+        r_t = total_sign / total_count
         adjust = np.sign(r_t - self.cfg.target) * images_seen * self.cfg.interval / (self.cfg.kimg * 1000)
         self.pipe.p = float(min(max(self.pipe.p + adjust, 0.0), 1.0))
         return r_t
 
     def state(self) -> dict:
-        return {"augment_p": self.pipe.p, "ada_sign_sum": self.sign_sum, "ada_count": self.count,
+        return {"augment_p": self.pipe.p, "ada_sign_sum": float(self.sign_sum), "ada_count": self.count,
                 "ada_steps": self.steps}
 
     def load(self, state: dict) -> None:
