@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """ADA on a small dataset: the same short training with and without adaptive augmentation (a benchmark, not a test).
 
-  python bench/ada_experiment.py --kimg 6 --ada-kimg 10 --work /tmp/ada-bench
+  python bench/ada_experiment.py --kimg 16 --eval-every 4 --ada-kimg 10 --work /tmp/ada-bench
 
 Prepares a 1,000-image subset of `scenes` at 32x32 in its own data folder, trains the Quickstart-sized
-GANformer twice for the same kimg (--augment none, then --augment ada), computes FID and KID at the
-end (the project's metrics, on --eval-images-num fakes against the 1,000 reals), and writes
-bench/results/ada-scenes1k-cpu.json (commands, figures, the p curve per tick) and
-bench/results/ada-scenes1k-cpu.png (p per kimg). --ada-kimg is scaled down from the paper's 500 so
-that p can move within a CPU-sized run.
+GANformer twice for the same kimg (--augment none, then --augment ada), computes FID and KID every
+--eval-every kimg and at the end (the project's metrics, on --eval-images fakes against the 1,000
+reals), and writes bench/results/ada-scenes1k-cpu.json (commands, figures, the p curve per tick) and
+bench/results/ada-scenes1k-cpu.png (p and E[sign D(real)] per kimg; FID per kimg of both runs).
+--ada-kimg is scaled down from the paper's 500 so that p can move within a CPU-sized run.
+
+The two runs can go side by side on two cores: start `--runs none` and `--runs ada` (with
+`--extra=--num-threads=1`) in two shells, then `--collect` writes the results of both.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dnnlib.util import atomic_path, atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = ["--ganformer-default", "--resolution", "32", "--components-num", "8", "--latent-size", "128",
@@ -35,47 +41,80 @@ def run(cmd: list[str]) -> float:
 def train(args, name: str, extra: list[str]) -> dict:
     cmd = [sys.executable, "run_network.py", "--train", "--dataset", "scenes", "--data-dir", str(args.work / "data"),
            "--result-dir", str(args.work / "results"), "--expname", name, *QUICKSTART, "--total-kimg", str(args.kimg),
-           "--kimg-per-tick", str(args.kimg_per_tick), "--snapshot-ticks", "1000", "--metrics", "fid,kid",
-           "--eval-images-num", str(args.eval_images), "--summarize", "False", "--restart", *extra]
+           "--kimg-per-tick", str(args.kimg_per_tick), "--snapshot-ticks", str(snapshot_ticks(args)),
+           "--metrics", "fid,kid", "--eval-images-num", str(args.eval_images), "--summarize", "False", "--restart",
+           "--seed", str(args.seed), *extra, *args.extra.split()]
     seconds = None if args.collect else run(cmd)
     return collect(args, name, " ".join(["python", *cmd[1:]]), seconds)
 
 
 def collect(args, name: str, command: str, seconds) -> dict:
     """Figures of the latest run `name` in --work: metrics at the end and the per-tick curves."""
-    run_dir = sorted((args.work / "results").glob(f"{name}-*"))[-1]
+    found = sorted((args.work / "results").glob(f"{name}-*"))
+    if not found:
+        return {"command": command, "missing": True}
+    run_dir = found[-1]
     ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-    metrics = {}
+    metrics, curve = {}, []
     for t in ticks:
-        metrics.update({k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("Metrics/")})
+        got = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("Metrics/")}
+        metrics.update(got)
+        if got:
+            curve.append({"kimg": t["Progress/kimg"], **got})
     return {"command": command, "seconds": None if seconds is None else round(seconds, 1), "run_dir": str(run_dir),
-            "metrics": metrics, "kimg": [t["Progress/kimg"] for t in ticks],
+            "metrics": metrics, "metrics_per_kimg": curve, "kimg": [t["Progress/kimg"] for t in ticks],
             "augment_p": [t.get("Progress/augment") for t in ticks],
             "sign_real": [t.get("Loss/signs/real") for t in ticks]}
 
 
-def plot(curves: dict[str, tuple[list[float], list[float]]], path: Path, kimg: float) -> None:
-    """A small line chart of p against kimg (PIL only)."""
+def panel(draw, x0: int, series: dict, kimg: float, ylim: tuple[float, float], title: str) -> None:
+    """One 480x300 line chart at x offset x0: series = name -> (colour, xs, ys)."""
+    W, H, m = 480, 300, 44
+    lo, hi = ylim
+    sx = lambda x: x0 + m + x / kimg * (W - 1.5 * m)
+    sy = lambda y: H - m - (min(max(y, lo), hi) - lo) / (hi - lo) * (H - 1.5 * m)
+    draw.rectangle([x0 + m, m // 2, x0 + W - m // 2, H - m], outline="black")
+    for i in range(5):
+        draw.line([x0 + m - 4, sy(lo + (hi - lo) * i / 4), x0 + m, sy(lo + (hi - lo) * i / 4)], fill="black")
+        draw.text((x0 + 2, sy(lo + (hi - lo) * i / 4) - 6), f"{lo + (hi - lo) * i / 4:.3g}", fill="black")
+    draw.text((x0 + W // 2 - 30, H - m + 8), f"kimg (0-{kimg:g})", fill="black")
+    draw.text((x0 + m + 4, m // 2 + 4), title, fill="black")
+    for colour, xs, ys in series.values():
+        pts = [(sx(x), sy(y)) for x, y in zip(xs, ys) if y is not None]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for x, y in pts:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+
+
+def plot(runs: dict, path: Path, kimg: float, target: float, fid_key: str) -> None:
+    """Left: ADA's p and E[sign D(real)] per tick (the no-ADA run's sign too); right: FID of both runs."""
     import PIL.Image
     import PIL.ImageDraw
-    W, H, m = 480, 300, 40
-    img = PIL.Image.new("RGB", (W, H), "white")
+    img = PIL.Image.new("RGB", (960, 300), "white")
     d = PIL.ImageDraw.Draw(img)
-    d.rectangle([m, m // 2, W - m // 2, H - m], outline="black")
-    top = 1.0
-    for i in range(5):
-        y = H - m - i * (H - 1.5 * m) / 4
-        d.line([m - 4, y, m, y], fill="black")
-        d.text((2, y - 6), f"{top * i / 4:.2f}", fill="black")
-    d.text((W // 2 - 30, H - m + 8), f"kimg (0-{kimg:g})", fill="black")
-    d.text((m + 4, m // 2 + 4), "red: augment p   blue: E[sign D(real)]   grey: target", fill="black")
-    colours = {"ada": (200, 40, 40), "target": (120, 120, 120), "sign": (40, 40, 200)}
-    for name, (xs, ys) in curves.items():
-        pts = [(m + x / kimg * (W - 1.5 * m), H - m - max(y, 0) / top * (H - 1.5 * m))
-               for x, y in zip(xs, ys) if y is not None]
-        if len(pts) > 1:
-            d.line(pts, fill=colours.get(name, "black"), width=2)
-    img.save(path)
+    red, blue, grey, black = (200, 40, 40), (40, 40, 200), (120, 120, 120), (0, 0, 0)
+    ada, none = runs.get("ada", {}), runs.get("none", {})
+    panel(d, 0, {"target": (grey, [0, kimg], [target] * 2),
+                 "sign none": ((150, 150, 230), none.get("kimg", []), none.get("sign_real", [])),
+                 "sign ada": (blue, ada.get("kimg", []), ada.get("sign_real", [])),
+                 "p": (red, ada.get("kimg", []), ada.get("augment_p", []))}, kimg, (0, 1),
+          "red: p (ADA)  blue: E[sign D(real)] (light: no ADA)  grey: target")
+    fids = {name: ([c["kimg"] for c in r.get("metrics_per_kimg", []) if fid_key in c],
+                   [c[fid_key] for c in r.get("metrics_per_kimg", []) if fid_key in c]) for name, r in runs.items()}
+    values = [v for _, ys in fids.values() for v in ys]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(1.0, 0.08 * (hi - lo))
+        panel(d, 480, {name: (red if name == "ada" else black, *xy) for name, xy in fids.items()}, kimg,
+              (lo - pad, hi + pad), f"{fid_key}: red ADA, black no augmentation")
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def snapshot_ticks(args) -> int:
+    """Ticks between evaluations: --eval-every kimg (0: only at the end)."""
+    return max(1, round(args.eval_every / args.kimg_per_tick)) if args.eval_every > 0 else 10 ** 6
 
 
 def main() -> None:
@@ -89,28 +128,35 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1000, help="dataset subset size")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ada-scenes1k-cpu.json")
     p.add_argument("--collect", action="store_true", help="do not train: collect the latest runs in --work")
+    p.add_argument("--eval-every", type=float, default=4, help="kimg between FID/KID evaluations (0: at the end only)")
+    p.add_argument("--runs", default="none,ada", help="which runs to train: none, ada or both (side by side: one each)")
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--extra", default="", help="more run_network.py flags for both runs, e.g. --extra=--num-threads=1")
     p.add_argument("--note", default="", help="a remark stored with the results")
     args = p.parse_args()
     prep = [sys.executable, "prepare_data.py", "--scenes", "--resolution", "32", "--max-images", str(args.images),
             "--data-dir", str(args.work / "data")]
-    if not args.collect:
+    if not args.collect and not (args.work / "data" / "scenes").exists():
         run(prep)
-    runs = {"none": train(args, "noaug", ["--augment", "none"]),
-            "ada": train(args, "ada", ["--augment", "ada", "--ada-kimg", str(args.ada_kimg),
-                                       "--ada-target", str(args.ada_target)])}
+    chosen = set(args.runs.split(","))
+    flags = {"none": ["--augment", "none"],
+             "ada": ["--augment", "ada", "--ada-kimg", str(args.ada_kimg), "--ada-target", str(args.ada_target)]}
+    trained = {name: train(args, name, flags[name]) for name in ("none", "ada") if name in chosen and not args.collect}
+    collect_only = argparse.Namespace(**{**vars(args), "collect": True})
+    runs = {name: trained.get(name) or train(collect_only, name, extra) for name, extra in flags.items()}
     import torch
     result = {"what": f"Quickstart-sized GANformer on a {args.images}-image scenes subset at 32x32, {args.kimg} kimg each, "
-                      "with and without ADA; FID/KID at the end on --eval-images-num fakes vs the subset's reals",
+                      f"with and without ADA; FID/KID every {args.eval_every} kimg and at the end, on "
+                      f"{args.eval_images} fakes vs the subset's first {args.eval_images} reals",
               "command": " ".join(["python", "bench/ada_experiment.py", *sys.argv[1:]]),
               "prepare": " ".join(["python", *prep[1:]]), "device": "cpu", "torch": torch.__version__,
               "note": args.note, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    ada = runs["ada"]
-    plot({"ada": (ada["kimg"], ada["augment_p"]), "target": ([0, args.kimg], [args.ada_target] * 2),
-          "sign": (ada["kimg"], ada["sign_real"])}, args.out.with_suffix(".png"), args.kimg)
+    with atomic_write(args.out, "w") as f:
+        f.write(json.dumps(result, indent=1) + "\n")
+    plot(runs, args.out.with_suffix(".png"), args.kimg, args.ada_target, f"fid{args.eval_images}")
     for name, r in runs.items():
-        print(f"{name}: {r['metrics']}  ({r['seconds']}s)")
+        print(f"{name}: {r.get('metrics', 'missing')}  ({r.get('seconds')}s)")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 

@@ -222,7 +222,8 @@ class BipartiteAttention(nn.Module):
                 if i > 0:
                     centroids = self._assignments(probs).matmul(elements)
                 weight = self.att_weight[i] if self.weights_per_iter else self.att_weight
-                logits = (elements * weight).matmul(centroids.transpose(2, 3)) / math.sqrt(H)
+                # (e * w) . c / sqrt(H) as e . (c * w / sqrt(H)): the scaling on the T centroids, not the F elements
+                logits = elements.matmul((centroids * (weight / math.sqrt(H))).transpose(2, 3))
                 probs = self._softmax(self._mask(logits, mask))
         else:
             keys = self.to_keys(y2d)
