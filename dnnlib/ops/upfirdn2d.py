@@ -238,7 +238,8 @@ def _scaled_taps(f: torch.Tensor, gain: float, flip_filter: bool) -> torch.Tenso
 
 def _reference(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tuple[int, int], margins: Margins,
                flip_filter: bool, gain: float) -> torch.Tensor:
-    """Plain PyTorch: zero insertion by strided assignment, F.pad, depthwise conv2d, strided slicing."""
+    """Plain PyTorch: zero insertion by strided assignment, F.pad, depthwise conv2d with the decimation as
+    its stride (only the kept samples are computed; the same sums as filtering everything, then slicing)."""
     batch, channels, height, width = x.shape
     (ux, uy), (dx, dy) = up, down
     if ux * uy > 1:
@@ -248,10 +249,13 @@ def _reference(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tupl
     x = F.pad(x, list(margins))                 # negative margins crop
     taps = _scaled_taps(f, gain, flip_filter).to(device=x.device, dtype=x.dtype)
     # Depthwise: every channel is filtered on its own; a separable filter runs along x, then along y.
-    kernels = [taps] if taps.ndim == 2 else [taps.reshape(1, -1), taps.reshape(-1, 1)]
-    for k in kernels:
-        x = F.conv2d(x, k.expand(channels, 1, *k.shape).contiguous(), groups=channels)
-    return x[:, :, ::dy, ::dx] if dx * dy > 1 else x
+    if taps.ndim == 2:
+        steps = [(taps, (dy, dx))]
+    else:
+        steps = [(taps.reshape(1, -1), (1, dx)), (taps.reshape(-1, 1), (dy, 1))]
+    for k, stride in steps:
+        x = F.conv2d(x, k.expand(channels, 1, *k.shape).contiguous(), stride=stride, groups=channels)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
