@@ -238,24 +238,37 @@ def _scaled_taps(f: torch.Tensor, gain: float, flip_filter: bool) -> torch.Tenso
 
 def _reference(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tuple[int, int], margins: Margins,
                flip_filter: bool, gain: float) -> torch.Tensor:
-    """Plain PyTorch: zero insertion by strided assignment, F.pad, depthwise conv2d with the decimation as
-    its stride (only the kept samples are computed; the same sums as filtering everything, then slicing)."""
-    batch, channels, height, width = x.shape
+    """Plain PyTorch, the definition: insert up - 1 zeros after each sample, pad by `margins`, correlate with
+    the taps (depthwise: every channel on its own; a separable filter along x, then along y), keep every
+    down-th sample. The work skips what is known to be zero or thrown away (see `_filter_axes`)."""
+    channels = x.shape[1]
     (ux, uy), (dx, dy) = up, down
-    if ux * uy > 1:
-        spread = x.new_zeros([batch, channels, height * uy, width * ux])
-        spread[:, :, ::uy, ::ux] = x            # each sample leads its uy x ux block
-        x = spread
-    x = F.pad(x, list(margins))                 # negative margins crop
+    px0, px1, py0, py1 = margins
     taps = _scaled_taps(f, gain, flip_filter).to(device=x.device, dtype=x.dtype)
-    # Depthwise: every channel is filtered on its own; a separable filter runs along x, then along y.
+    depthwise = lambda k: k.expand(channels, 1, *k.shape).contiguous()
     if taps.ndim == 2:
-        steps = [(taps, (dy, dx))]
-    else:
-        steps = [(taps.reshape(1, -1), (1, dx)), (taps.reshape(-1, 1), (dy, 1))]
-    for k, stride in steps:
-        x = F.conv2d(x, k.expand(channels, 1, *k.shape).contiguous(), stride=stride, groups=channels)
-    return x
+        return _filter_axes(x, depthwise(taps), (uy, ux), (dy, dx), (px0, px1, py0, py1))
+    x = _filter_axes(x, depthwise(taps.reshape(1, -1)), (1, ux), (1, dx), (px0, px1, 0, 0))
+    return _filter_axes(x, depthwise(taps.reshape(-1, 1)), (uy, 1), (dy, 1), (0, 0, py0, py1))
+
+
+def _filter_axes(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
+                 pads: Margins) -> torch.Tensor:
+    """Zero insertion by up (y, x), padding by pads (x0, x1, y0, y1), correlation with the depthwise kernel k
+    [C, 1, kh, kw] and decimation by down (y, x).
+
+    With upsampling, a transposed convolution with the flipped kernel computes the full convolution of the
+    zero-inserted input without multiplying the zeros; the padded correlation is a window of it, starting
+    k - 1 - pad0 samples in (F.pad crops where that is positive, adds zeros where negative). Without it,
+    the decimation is the convolution's stride, so only kept samples are computed."""
+    (uy, ux), (dy, dx) = up, down
+    x0, x1, y0, y1 = pads
+    kh, kw = k.shape[2:]
+    if uy * ux == 1:
+        return F.conv2d(F.pad(x, [x0, x1, y0, y1]), k, stride=(dy, dx), groups=x.shape[1])
+    x = F.conv_transpose2d(x, k.flip([2, 3]), stride=(uy, ux), groups=x.shape[1])
+    x = F.pad(x, [x0 - (kw - 1), ux + x1 - kw, y0 - (kh - 1), uy + y1 - kh])
+    return x[:, :, ::dy, ::dx] if dx * dy > 1 else x
 
 
 # ---------------------------------------------------------------------------------------------
