@@ -106,11 +106,11 @@ def modulated_conv2d(x: torch.Tensor,               # [B, I, H, W]
     O, I, kh, kw = weight.shape
     assert x.shape[1] == I and styles.shape == (B, I), (x.shape, styles.shape, weight.shape)
     styles = styles.float()                 # (de)modulation in float32 (dtype contract, dnnlib/ops/__init__.py)
-    if demodulate or fused:
-        w = weight.unsqueeze(0) * styles.reshape(B, 1, I, 1, 1)          # [B, O, I, kh, kw]
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()           # [B, O]
+        # |weight[o] * styles[b]|^2 summed over (i, kh, kw), without forming the per-sample weights
+        dcoefs = (styles.square() @ weight.float().square().sum(dim=[2, 3]).T + 1e-8).rsqrt()   # [B, O]
     if fused:
+        w = weight.unsqueeze(0) * styles.reshape(B, 1, I, 1, 1)          # [B, O, I, kh, kw]
         if demodulate:
             w = w * dcoefs.reshape(B, O, 1, 1, 1)
         x = x.reshape(1, B * I, *x.shape[2:])
