@@ -146,6 +146,7 @@ def measure(a: argparse.Namespace, preset: str, device: torch.device, flops: dic
                 tr.train_step(reals, labels, one_hot)
             sync()
             periods.append(time.perf_counter() - t0)
+        breakdown = time_breakdown(tr, (reals, labels, one_hot), a.period, device) if a.profile else None
         tr.stats.reduce()
     step = statistics.median(periods) / a.period
     mem = (torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda"
@@ -158,7 +159,36 @@ def measure(a: argparse.Namespace, preset: str, device: torch.device, flops: dic
             "images_per_sec": a.batch / step, "sec_per_kimg": step * 1000 / a.batch, "peak_mem_gb": mem,
             "mem_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
             "achieved_tflops": achieved, "peak_tflops": peak, "mfu": achieved / peak if peak else None,
-            "flops": flops, "G_params": sum(p.numel() for p in tr.G.parameters())}
+            "flops": flops, "G_params": sum(p.numel() for p in tr.G.parameters()), "time_breakdown": breakdown}
+
+
+MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
+
+
+def op_kind(op: str) -> str:
+    """--profile's grouping of an aten op: convolution (forward and backward, FIR filters included), matmul, other."""
+    return "convolution" if "conv" in op else "matmul" if op in MATMULS else "other"
+
+
+def time_breakdown(tr: Trainer, batch: tuple, steps: int, device: torch.device) -> dict:
+    """Self time of the aten ops of `steps` training steps by kind (convolution, matmul, other), from torch's
+    profiler: the share that no host-side change can remove is what convolutions and matmuls take."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            tr.train_step(*batch)
+        if cuda:
+            torch.cuda.synchronize(device)
+    kinds = {"convolution": 0.0, "matmul": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        if e.key.startswith("aten::"):
+            t = e.self_device_time_total if cuda else e.self_cpu_time_total
+            kinds[op_kind(e.key[len("aten::"):])] += t / 1e3 / steps                  # ms per step
+    total = sum(kinds.values())
+    return {"ms_per_step": kinds, "share": {k: v / total for k, v in kinds.items()} if total else {},
+            "clock": "device" if cuda else "cpu", "steps": steps}
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -178,6 +208,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=PERIOD, help="untimed steps first (default: a whole period)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device, time nothing")
+    p.add_argument("--profile", action="store_true",
+                   help="after timing, profile one more period: self time of convolutions, matmuls and the rest")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -209,6 +241,10 @@ def main(argv=None) -> list[dict]:
         print(f"{preset:10s} {a.resolution}px batch {a.batch} ({a.batch_gpu}/pass) {a.dtype}"
               f"{' compiled' if a.compile else ''}: {r['images_per_sec']:8.1f} img/s  {r['sec_per_kimg']:8.2f} s/kimg  "
               f"{r['achieved_tflops']:.2f} TFLOP/s{mfu}  peak {r['peak_mem_gb']:.2f} GB ({r['mem_kind']})")
+        if r["time_breakdown"]:
+            b = r["time_breakdown"]
+            print("  profiled self time per step: " + ", ".join(
+                f"{k} {v:.0f} ms ({100 * b['share'][k]:.0f}%)" for k, v in b["ms_per_step"].items()))
     out = Path(a.out or REPO / f"bench/results/train-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
