@@ -323,7 +323,7 @@ class AdaController:
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """Accumulate sign(D(real)) of one batch chunk, on its device (read once per `interval` steps)."""
-        self.sign_sum = real_logits.detach().sign().sum(dtype=torch.float64) + self.sign_sum
+        self.sign_sum = real_logits.detach().sign().sum(dtype=torch.float32) + self.sign_sum   # exact to 2^24
         self.count += int(real_logits.numel())
 
     def step(self, images_seen: int, world_size: int = 1) -> Optional[float]:
@@ -332,8 +332,8 @@ class AdaController:
         self.steps += 1
         if self.steps % self.cfg.interval:
             return None
-        sign_sum = torch.as_tensor(self.sign_sum, dtype=torch.float64)        # where D ran (NCCL reduces there)
-        totals = torch.stack([sign_sum, torch.tensor(float(self.count), dtype=torch.float64).to(sign_sum.device)])
+        sign_sum = torch.as_tensor(self.sign_sum, dtype=torch.float32)        # where D ran (NCCL reduces there)
+        totals = torch.stack([sign_sum, torch.tensor(float(self.count)).to(sign_sum.device)])    # integers: exact
         if world_size > 1:
             torch.distributed.all_reduce(totals)
         total_sign, total_count = totals.tolist()                           # the one host read per ADA interval
