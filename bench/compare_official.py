@@ -22,6 +22,7 @@ import contextlib
 import functools
 import importlib
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def main(argv=None) -> dict:
     p.add_argument("--periods", type=int, default=3, help="timed 16-step periods per side")
     p.add_argument("--warmup-steps", type=int, default=4, help="untimed steps per side first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--note", default="", help="the conditions of the run (load, what ran beside it), stored")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -187,8 +189,8 @@ def main(argv=None) -> dict:
               "pl_weight": a.pl_weight, "compile": a.compile, "device": str(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "params_ours": n_ours, "params_official": n_off,
               "sec_per_period": times, "sec_per_step": per_step, "images_per_sec": {k: a.batch / v for k, v in per_step.items()},
-              "official_over_ours": ratio,
-              "command": "python bench/compare_official.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "official_over_ours": ratio, "conditions": a.note,
+              "command": "python bench/compare_official.py " + shlex.join(argv if argv is not None else sys.argv[1:])}
     print(f"{a.resolution}px batch {a.batch} on {device}: ours {per_step['ours'] * 1000:.0f} ms/step (batch-gpu {batch_gpu}), "
           f"official {per_step['official'] * 1000:.0f} ms/step (batch-gpu {a.official_batch_gpu}); "
           f"official/ours = {ratio:.2f}")
