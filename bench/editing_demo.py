@@ -57,10 +57,13 @@ def main(argv=None) -> dict:
     p.add_argument("--model", required=True, help="a run folder or snapshot generate.py accepts")
     p.add_argument("--seeds", default="0-5")
     p.add_argument("--donor-seed", type=int, default=11)
-    p.add_argument("--components", type=int, default=8, help="K, the number of local components")
+    p.add_argument("--components", type=int, default=None, help="K, the number of local components (default: the model's)")
     p.add_argument("--note", default="", help="where the model came from (stored with the results)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "editing-swap-cpu.png")
     a = p.parse_args(argv)
+    if a.components is None:
+        from training.checkpoint import load_generator
+        a.components = load_generator(a.model).K
     swaps = [str(k) for k in range(a.components)] + ["global", ",".join(str(k) for k in range(a.components))]
     rows, figures, commands = [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
