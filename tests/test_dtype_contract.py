@@ -85,6 +85,18 @@ def test_upfirdn2d_reference_ignores_autocast(x_dtype) -> None:
     assert x.grad.dtype == x_dtype
 
 
+def test_demodulation_stays_float32_under_autocast() -> None:
+    """The demodulation coefficients are float32 math under bf16 autocast, equal to the per-sample-weight definition."""
+    from training.networks.layers import demodulation
+    g = torch.Generator().manual_seed(0)
+    weight, styles = torch.randn([6, 5, 3, 3], generator=g), torch.randn([4, 5], generator=g)
+    with torch.autocast("cpu", dtype=BF16):
+        d = demodulation(weight, styles.to(BF16))
+    w = weight.double()[None] * styles.to(BF16).double()[:, None, :, None, None]       # [B, O, I, k, k]
+    expect = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    assert d.dtype == FP32 and torch.allclose(d.double(), expect, rtol=1e-6, atol=0)
+
+
 # -- a full training step of every preset -----------------------------------------------------------------
 
 # Output dtype per module class under bf16 autocast: a dtype, or "in" = the dtype of the first input tensor.

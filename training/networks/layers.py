@@ -92,6 +92,13 @@ class Conv2dLayer(nn.Module):
         return bias_act.bias_act(x, b, act=self.act, gain=self.out_gain)
 
 
+def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1 / |weight[o] * styles[b]| over (i, kh, kw), [B, O], in float32 without forming the per-sample weights
+    (a multiply and a sum, not a matmul: autocast would run a matmul in half precision)."""
+    energy = weight.float().square().sum(dim=[2, 3])                               # [O, I]
+    return ((styles.float().square()[:, None, :] * energy).sum(dim=2) + 1e-8).rsqrt()
+
+
 def modulated_conv2d(x: torch.Tensor,               # [B, I, H, W]
                      weight: torch.Tensor,          # [O, I, kh, kw], gain already applied
                      styles: torch.Tensor,          # [B, I]
@@ -107,8 +114,7 @@ def modulated_conv2d(x: torch.Tensor,               # [B, I, H, W]
     assert x.shape[1] == I and styles.shape == (B, I), (x.shape, styles.shape, weight.shape)
     styles = styles.float()                 # (de)modulation in float32 (dtype contract, dnnlib/ops/__init__.py)
     if demodulate:
-        # |weight[o] * styles[b]|^2 summed over (i, kh, kw), without forming the per-sample weights
-        dcoefs = (styles.square() @ weight.float().square().sum(dim=[2, 3]).T + 1e-8).rsqrt()   # [B, O]
+        dcoefs = demodulation(weight, styles)                             # [B, O]
     if fused:
         w = weight.unsqueeze(0) * styles.reshape(B, 1, I, 1, 1)          # [B, O, I, kh, kw]
         if demodulate:
