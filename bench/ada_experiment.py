@@ -38,14 +38,12 @@ def run(cmd: list[str]) -> float:
     return time.time() - t0
 
 
-def train(args, name: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "run_network.py", "--train", "--dataset", "scenes", "--data-dir", str(args.work / "data"),
+def train_command(args, name: str, extra: list[str]) -> list[str]:
+    return [sys.executable, "run_network.py", "--train", "--dataset", "scenes", "--data-dir", str(args.work / "data"),
            "--result-dir", str(args.work / "results"), "--expname", name, *QUICKSTART, "--total-kimg", str(args.kimg),
            "--kimg-per-tick", str(args.kimg_per_tick), "--snapshot-ticks", str(snapshot_ticks(args)),
            "--metrics", "fid,kid", "--eval-images-num", str(args.eval_images), "--summarize", "False", "--restart",
            "--seed", str(args.seed), *extra, *args.extra.split()]
-    seconds = None if args.collect else run(cmd)
-    return collect(args, name, " ".join(["python", *cmd[1:]]), seconds)
 
 
 def collect(args, name: str, command: str, seconds) -> dict:
@@ -141,9 +139,11 @@ def main() -> None:
     chosen = set(args.runs.split(","))
     flags = {"none": ["--augment", "none"],
              "ada": ["--augment", "ada", "--ada-kimg", str(args.ada_kimg), "--ada-target", str(args.ada_target)]}
-    trained = {name: train(args, name, flags[name]) for name in ("none", "ada") if name in chosen and not args.collect}
-    collect_only = argparse.Namespace(**{**vars(args), "collect": True})
-    runs = {name: trained.get(name) or train(collect_only, name, extra) for name, extra in flags.items()}
+    runs = {}
+    for name, extra in flags.items():            # train the chosen runs; collect both (the other may run elsewhere)
+        cmd = train_command(args, name, extra)
+        seconds = run(cmd) if name in chosen and not args.collect else None
+        runs[name] = collect(args, name, " ".join(["python", *cmd[1:]]), seconds)
     import torch
     result = {"what": f"Quickstart-sized GANformer on a {args.images}-image scenes subset at 32x32, {args.kimg} kimg each, "
                       f"with and without ADA; FID/KID every {args.eval_every} kimg and at the end, on "

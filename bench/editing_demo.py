@@ -35,7 +35,8 @@ def swap(a, work: Path, rows: str) -> tuple[str, list[np.ndarray], list[np.ndarr
     subprocess.run([sys.executable, *cmd], cwd=REPO, check=True, capture_output=True, text=True)
     strips = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((out / "compare").glob("*.png"))]
     w = strips[0].shape[1] // 3
-    return ("python " + " ".join(cmd),) + tuple([s[:, i * w:(i + 1) * w] for s in strips] for i in range(3))
+    originals, donors, edits = ([s[:, i * w:(i + 1) * w] for s in strips] for i in range(3))
+    return "python " + " ".join(cmd), originals, donors, edits
 
 
 def montage(rows: list[tuple[str, list[np.ndarray]]], path: Path, scale: int = 3) -> None:

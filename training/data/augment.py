@@ -333,7 +333,7 @@ class AdaController:
         if self.steps % self.cfg.interval:
             return None
         sign_sum = torch.as_tensor(self.sign_sum, dtype=torch.float32)        # where D ran (NCCL reduces there)
-        totals = torch.stack([sign_sum, torch.tensor(float(self.count)).to(sign_sum.device)])    # integers: exact
+        totals = torch.stack([sign_sum, torch.full_like(sign_sum, self.count)])    # integers: exact in float32
         if world_size > 1:
             torch.distributed.all_reduce(totals)
         total_sign, total_count = totals.tolist()                           # the one host read per ADA interval
