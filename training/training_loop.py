@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
+from dnnlib.cpu_alloc import keep_freed_memory
 from dnnlib.progress import StatusLine, fmt_time
 from dnnlib.threads import ThreadGovernor
 from dnnlib.util import UserError
@@ -63,6 +64,8 @@ class Trainer:
                  G_ema: Optional[Generator] = None, log: Callable[[str], None] = print,
                  evaluate: Optional[Callable[[Generator, float], dict]] = None):
         self.opts, self.d, self.device, self.evaluate = opts, d, device, evaluate
+        if device.type == "cpu":
+            keep_freed_memory()             # freed activations stay in the heap (dnnlib/cpu_alloc.py)
         self.log = log if d.is_main else (lambda *_: None)
         self.G, self.D = G.to(device).train(), D.to(device).train()
         self.G_ema = (G_ema if G_ema is not None else copy.deepcopy(G)).to(device).eval().requires_grad_(False)
