@@ -81,6 +81,24 @@ def _heads(x: torch.Tensor, n: int, length: int, width: int) -> torch.Tensor:
     return x.reshape(-1, length, n, width).permute(0, 2, 1, 3)
 
 
+def _pool(weights: torch.Tensor, elements: tuple[torch.Tensor, Optional[torch.Tensor]]) -> torch.Tensor:
+    """Centroids [B, N, T, 2H] as sums of the elements weighted by [B, N, T, F]; elements are one tensor
+    [B, N, F, 2H] or its two halves along the last axis (the second broadcast over the batch)."""
+    first, second = elements
+    if second is None:
+        return weights.matmul(first)
+    return torch.cat([weights.matmul(first), weights.matmul(second)], dim=-1)
+
+
+def _against(elements: tuple[torch.Tensor, Optional[torch.Tensor]], centroids_t: torch.Tensor) -> torch.Tensor:
+    """Logits [B, N, F, T]: the elements (as in `_pool`) times the transposed centroids [B, N, 2H, T]."""
+    first, second = elements
+    if second is None:
+        return first.matmul(centroids_t)
+    w = first.shape[-1]
+    return first.matmul(centroids_t[:, :, :w]) + second.matmul(centroids_t[:, :, w:])
+
+
 def _feature_norm(x: torch.Tensor, length: int, integration: str, norm: Optional[str]) -> torch.Tensor:
     """Normalise features without a learned affine; the integration re-modulates them (spec §5)."""
     if norm is None:
@@ -158,22 +176,22 @@ class BipartiteAttention(nn.Module):
     def _gate(self, probs: torch.Tensor, gate_fc: nn.Module, pos_fc: nn.Module, x2d: torch.Tensor,
               pos2d: Optional[torch.Tensor], on_from: bool, length: int) -> torch.Tensor:
         """Scale the probabilities by a sigmoid gate per `from` (image) or per `to` (latent) element."""
-        gate = gate_fc(x2d)
+        gate = gate_fc(x2d).reshape(-1, length, self.num_heads)                 # [B, L, N]
         if pos2d is not None:
-            gate = gate + pos_fc(pos2d)
-        gate = torch.sigmoid(gate + (1 if on_from else 0))                      # [B*L, N]
-        gate = gate.reshape(-1, length, self.num_heads).permute(0, 2, 1)        # [B, N, L]
+            gate = gate + pos_fc(pos2d)                                         # [L, N], the same for every sample
+        gate = torch.sigmoid(gate + (1 if on_from else 0)).permute(0, 2, 1)     # [B, N, L]
         return probs * (gate.unsqueeze(-1) if on_from else gate.unsqueeze(-2))
 
-    def _carried_centroids(self, assignments: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
+    def _carried_centroids(self, assignments: torch.Tensor,
+                           elements: tuple[torch.Tensor, Optional[torch.Tensor]]) -> torch.Tensor:
         """Centroids from the previous layer's assignments [B, N, T, F'], up-sampled to F positions."""
-        F_prev, F = assignments.shape[-1], elements.shape[-2]
+        F_prev, F = assignments.shape[-1], self.from_len
         if F_prev != F:
             s_prev, s = math.isqrt(F_prev), math.isqrt(F)
             a = assignments.reshape(-1, 1, s_prev, s_prev)
             a = a.repeat_interleave(s // s_prev, -2).repeat_interleave(s // s_prev, -1)
             assignments = a.reshape(*assignments.shape[:3], F) / (F // F_prev)
-        return assignments.matmul(elements)
+        return _pool(assignments, elements)
 
     def _integrate(self, x2d: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         x2d = _feature_norm(x2d, self.from_len, self.integration, self.norm)
@@ -200,19 +218,27 @@ class BipartiteAttention(nn.Module):
         F, T, N, H = self.from_len, self.to_len, self.num_heads, self.head_dim
         x2d, y2d = x.reshape(-1, x_shape[-1]), y.reshape(-1, y.shape[-1])
         B = x2d.shape[0] // F
-        x_pos2d = x_pos.reshape(F, -1).tile([B, 1]) if x_pos is not None else None
-        y_pos2d = y_pos.reshape(T, -1).tile([B, 1]) if y_pos is not None else None
+        # Position maps are computed once per position and broadcast over the batch: the same rows as
+        # mapping the positions tiled B times, in 1/B of the work.
+        x_pos2d = x_pos.reshape(F, -1) if x_pos is not None else None
+        y_pos2d = y_pos.reshape(T, -1) if y_pos is not None else None
 
-        queries_content = self.to_queries(x2d)                                  # [B*F, C]
-        queries = queries_content
-        if x_pos2d is not None:
-            queries = queries + self.from_pos_map(x_pos2d)
+        queries = self.to_queries(x2d)                                          # [B*F, C], the content part
         values = _heads(self.to_values(y2d), N, T, H)                           # [B, N, T, H]
+        pos_queries = self.from_pos_map(x_pos2d) if x_pos2d is not None else None   # [F, C]
 
         if self.kmeans:
-            # Position half computed as a difference, as the official code does (bitwise parity).
-            elements = torch.cat([queries_content, queries - queries_content], dim=-1)
-            elements = _heads(elements, N, F, 2 * H)                            # [B, N, F, 2H]
+            # An element is [content ; position] queries (2C wide), split into heads of 2H (the official layout:
+            # with several heads, a head holds consecutive features of that concatenation). With one head it is
+            # kept as two halves, content [B, 1, F, C] and position [1, 1, F, C] shared by the batch, and logits
+            # and centroid updates take one product per half; with more, the concatenation is formed.
+            if pos_queries is None:
+                pos_queries = queries.new_zeros([F, self.dim])
+            if N == 1:
+                elements = (queries.reshape(B, 1, F, -1), pos_queries.reshape(1, 1, F, -1))
+            else:
+                both = torch.cat([queries, pos_queries.repeat(B, 1)], dim=-1)
+                elements = (_heads(both, N, F, 2 * H), None)
             if self.iterative and assignments is not None:
                 centroids = self._carried_centroids(assignments, elements)
             else:
@@ -220,15 +246,18 @@ class BipartiteAttention(nn.Module):
             probs = None
             for i in range(self.kmeans_iters):
                 if i > 0:
-                    centroids = self._assignments(probs).matmul(elements)
+                    centroids = _pool(self._assignments(probs), elements)
                 weight = self.att_weight[i] if self.weights_per_iter else self.att_weight
                 # (e * w) . c / sqrt(H) as e . (c * w / sqrt(H)): the scaling on the T centroids, not the F elements
-                logits = elements.matmul((centroids * (weight / math.sqrt(H))).transpose(2, 3))
+                scaled = (centroids * (weight / math.sqrt(H))).transpose(2, 3)   # [B, N, 2H, T]
+                logits = _against(elements, scaled)
                 probs = self._softmax(self._mask(logits, mask))
         else:
+            if pos_queries is not None:
+                queries = (queries.reshape(-1, F, self.dim) + pos_queries).reshape(-1, self.dim)
             keys = self.to_keys(y2d)
             if y_pos2d is not None:
-                keys = keys + self.to_pos_map(y_pos2d)
+                keys = (keys.reshape(-1, T, self.dim) + self.to_pos_map(y_pos2d)).reshape(-1, self.dim)
             logits = _heads(queries, N, F, H).matmul(_heads(keys, N, T, H).transpose(2, 3)) / math.sqrt(H)
             probs = self._softmax(self._mask(logits, mask))                     # [B, N, F, T]
 
