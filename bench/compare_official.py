@@ -7,6 +7,8 @@ by training/importers/official_pt.py. A measurement is 16 consecutive steps (so 
 four official G_reg stages, wherever it starts) of each side's own training step: ours `Trainer.train_step`, theirs its
 `run_training_stage` over its stages plus its EMA update, with the official default --batch-gpu 4 unless
 --official-batch-gpu says otherwise. Periods alternate ours, theirs, ours, theirs...; medians are reported.
+On a CPU our Trainer makes glibc keep freed memory (dnnlib/cpu_alloc.py); the setting is the process's, so the
+official side's periods run with it too (the JSON says whether it was on).
 
 The official code is not part of this repository: export `pytorch_version/` of dorarad/gansformer to a
 git-ignored folder (e.g. official/pytorch_version) and pass it as --official-dir. Modules it imports only for
@@ -154,6 +156,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from dnnlib.cpu_alloc import keep_freed_memory
     device = torch.device(a.device)
     gk, dk = official_kwargs(Path(a.reference), a.resolution, a.channel_base, a.channel_max)
     theirs: dict = {}
@@ -190,6 +193,8 @@ def main(argv=None) -> dict:
               "threads": torch.get_num_threads(), "params_ours": n_ours, "params_official": n_off,
               "sec_per_period": times, "sec_per_step": per_step, "images_per_sec": {k: a.batch / v for k, v in per_step.items()},
               "official_over_ours": ratio, "conditions": a.note,
+              # process-wide, set when our Trainer is built on a CPU: the official side's periods run with it too
+              "allocator_keeps_freed_memory": device.type == "cpu" and keep_freed_memory(),
               "command": "python bench/compare_official.py " + shlex.join(argv if argv is not None else sys.argv[1:])}
     print(f"{a.resolution}px batch {a.batch} on {device}: ours {per_step['ours'] * 1000:.0f} ms/step (batch-gpu {batch_gpu}), "
           f"official {per_step['official'] * 1000:.0f} ms/step (batch-gpu {a.official_batch_gpu}); "

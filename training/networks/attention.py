@@ -170,7 +170,8 @@ class BipartiteAttention(nn.Module):
             rate = self.dropout / 2
             keep_cells = torch.rand_like(probs) >= rate
             keep_latents = torch.rand([*probs.shape[:2], 1, probs.shape[3]], device=probs.device) >= rate
-            probs = probs * keep_cells / (1 - rate) * keep_latents / (1 - rate)
+            # both dropouts and their 1 / (1 - rate) rescalings as one mask: one product to differentiate
+            probs = probs * ((keep_cells & keep_latents).to(probs.dtype) * (1 / (1 - rate)) ** 2)
         return probs
 
     def _gate(self, probs: torch.Tensor, gate_fc: nn.Module, pos_fc: nn.Module, x2d: torch.Tensor,
