@@ -265,7 +265,11 @@ def _filter_axes(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: tu
     x0, x1, y0, y1 = pads
     kh, kw = k.shape[2:]
     if uy * ux == 1:
-        return F.conv2d(F.pad(x, [x0, x1, y0, y1]), k, stride=(dy, dx), groups=x.shape[1])
+        # conv2d zero-pads the symmetric, non-negative part of the margins itself (no padded copy)
+        py, px = max(0, min(y0, y1)), max(0, min(x0, x1))
+        if (x0, x1, y0, y1) != (px, px, py, py):
+            x = F.pad(x, [x0 - px, x1 - px, y0 - py, y1 - py])
+        return F.conv2d(x, k, stride=(dy, dx), padding=(py, px), groups=x.shape[1])
     x = F.conv_transpose2d(x, k.flip([2, 3]), stride=(uy, ux), groups=x.shape[1])
     x = F.pad(x, [x0 - (kw - 1), ux + x1 - kw, y0 - (kh - 1), uy + y1 - kh])
     return x[:, :, ::dy, ::dx] if dx * dy > 1 else x
