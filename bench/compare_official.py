@@ -185,6 +185,8 @@ def main(argv=None) -> dict:
         ours.stats.reduce()
     per_step = {k: statistics.median(v) / PERIOD for k, v in times.items()}
     ratio = per_step["official"] / per_step["ours"]
+    # each official period over the ours period just before it: the spread says how steady the machine was
+    pairs = [theirs / mine for mine, theirs in zip(times["ours"], times["official"])]
     n_ours = sum(p.numel() for p in ours.G.parameters()) + sum(p.numel() for p in ours.D.parameters())
     n_off = sum(p.numel() for p in official.G.parameters()) + sum(p.numel() for p in official.D.parameters())
     result = {"resolution": a.resolution, "channel_base": a.channel_base, "channel_max": a.channel_max,
@@ -192,13 +194,13 @@ def main(argv=None) -> dict:
               "pl_weight": a.pl_weight, "compile": a.compile, "device": str(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "params_ours": n_ours, "params_official": n_off,
               "sec_per_period": times, "sec_per_step": per_step, "images_per_sec": {k: a.batch / v for k, v in per_step.items()},
-              "official_over_ours": ratio, "conditions": a.note,
+              "official_over_ours": ratio, "official_over_ours_per_period_pair": pairs, "conditions": a.note,
               # process-wide, set when our Trainer is built on a CPU: the official side's periods run with it too
               "allocator_keeps_freed_memory": device.type == "cpu" and keep_freed_memory(),
               "command": "python bench/compare_official.py " + shlex.join(argv if argv is not None else sys.argv[1:])}
     print(f"{a.resolution}px batch {a.batch} on {device}: ours {per_step['ours'] * 1000:.0f} ms/step (batch-gpu {batch_gpu}), "
           f"official {per_step['official'] * 1000:.0f} ms/step (batch-gpu {a.official_batch_gpu}); "
-          f"official/ours = {ratio:.2f}")
+          f"official/ours = {ratio:.2f} (per period pair {min(pairs):.2f}-{max(pairs):.2f})")
     out = Path(a.out or REPO / f"bench/results/compare-official-train-{device.type}.json")
     out.write_text(json.dumps(result, indent=1))
     print(f"saved {out}")

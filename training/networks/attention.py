@@ -214,7 +214,8 @@ class BipartiteAttention(nn.Module):
                 mask: Optional[torch.Tensor] = None,        # [B, T], 0 = latent dropped
                 assignments: Optional[torch.Tensor] = None  # [B, N, T, F'] carried (iterative k-means)
                 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """Returns the modulated `from` features (shape of x), probabilities [B, N, F, T], assignments."""
+        """Returns the modulated `from` features (shape of x), probabilities [B, N, F, T], and the assignments
+        the next layer starts from (iterative k-means; None otherwise)."""
         x_shape = x.shape
         F, T, N, H = self.from_len, self.to_len, self.num_heads, self.head_dim
         x2d, y2d = x.reshape(-1, x_shape[-1]), y.reshape(-1, y.shape[-1])
@@ -266,7 +267,7 @@ class BipartiteAttention(nn.Module):
             probs = self._gate(probs, self.to_gate, self.to_gate_pos, y2d, y_pos2d, False, T)
         if self.from_gate is not None:
             probs = self._gate(probs, self.from_gate, self.from_gate_pos, x2d, x_pos2d, True, F)
-        new_assignments = self._assignments(probs) if self.kmeans else None
+        new_assignments = self._assignments(probs) if self.kmeans and self.iterative else None   # for the next layer
 
         control = probs.matmul(values).permute(0, 2, 1, 3).reshape(-1, self.dim)   # [B*F, N*H]
         out = self._integrate(x2d, control).reshape(x_shape).to(x.dtype)        # float32 norm, x's dtype out
