@@ -4,8 +4,9 @@ glibc's malloc serves every request above its mmap threshold (128 KiB, adapting 
 from the kernel and gives them back on free; memory freed at the top of the heap beyond the trim threshold goes
 back too. A training step allocates and frees the same few-MiB activations hundreds of times, so by default the
 kernel zero-fills them again on every step: on the 2-core development machine the Quickstart-sized GANformer step
-(32x32, channel base 2048 / max 64, batch 32, fp32) took about a million minor page faults per 16-step period
-and 2.6 s of system time, against 0.23 million and 0.7 s with the settings below (whole-process figures of
+(32x32, channel base 2048 / max 64, batch 32, fp32) took about a million minor page faults and 2.6 s of system
+time over a benchmark run (start-up, 2 warm-up steps, one 16-step period), against 0.23 million and 0.7 s with
+the settings below (whole-process figures of
 `/usr/bin/time -f "%e %U %S %R" python bench/bench_train.py --preset GANformer --resolution 32 --batch 32
 --batch-gpu 32 --channel-base 2048 --channel-max 64 --dtype fp32 --periods 1 --warmup-steps 2`, run with and
 without them in turn: median wall-time ratio 0.90).
