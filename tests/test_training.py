@@ -120,7 +120,7 @@ def test_two_process_gloo_with_labels(labelled_dir, tmp_path, launcher) -> None:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
                *script]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "weights identical on all 2 ranks" in proc.stdout
     assert len(snapshots.find_runs(tmp_path, "t")) == 1

@@ -33,16 +33,38 @@ def from_torchrun() -> Dist | None:
         return None
     d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, rank=d.rank, world_size=d.world_size)
+    _init(backend, rank=d.rank, world_size=d.world_size)
     return d
 
 
+def _init(backend: str, **kwargs) -> None:
+    """init_process_group, after importing torch._dynamo.
+
+    Importing torch._dynamo once a process group exists (the optimisers import it) leaves references to the
+    default group that destroy_process_group cannot drop, so the group and its gloo worker threads live on
+    into interpreter shutdown. A worker thread that releases the last collective's tensors there needs the
+    GIL, which a finalising interpreter no longer hands out, and the process dies of std::terminate (SIGABRT)
+    after training has finished. Imported first, dynamo keeps no such references and teardown() joins the
+    threads while Python is still whole."""
+    import torch._dynamo  # noqa: F401  (see above; the optimisers import it anyway)
+    dist.init_process_group(backend, **kwargs)
+
+
+def teardown() -> None:
+    """Every rank has finished its collectives; then the group and its threads are gone."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _worker(local_rank: int, world_size: int, port: int, backend: str, fn: Callable, args: tuple) -> None:
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=world_size)
+    _init(backend, init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=world_size)
     try:
         fn(Dist(local_rank, world_size, local_rank), *args)
+        teardown()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():          # after an error, no barrier: the other ranks may never get there
+            dist.destroy_process_group()
 
 
 def launch(fn: Callable, world_size: int, args: tuple, backend: str) -> None:

@@ -15,7 +15,7 @@ from training import snapshots
 from training.checkpoint import kimg_tag
 from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
 from training.data.dataset import SCENES, dataset_path, ensure_scenes, is_complete, read_manifest
-from training.distributed import Dist, from_torchrun, launch
+from training.distributed import Dist, from_torchrun, launch, teardown
 from training.networks import Discriminator, Generator
 from training.run_config import RunConfig, TrainOptions
 from training.training_loop import Trainer, default_batch_gpu
@@ -222,6 +222,7 @@ def train(run: RunConfig) -> None:
         args = (plan["opts"], plan["G_cfg"], plan["D_cfg"], plan["resume"], plan["pretrained"], gpus, run)
         if tr is not None:
             _worker(tr, *args)
+            teardown()
             return
         if world > 1 and not torch.cuda.is_available():
             print(f"note: no CUDA GPU; running {world} CPU processes (gloo)")
