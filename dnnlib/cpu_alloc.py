@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import platform
 import sys
 
 MMAP_THRESHOLD = 32 << 20       # glibc refuses larger values (HEAP_MAX_SIZE / 2 on 64-bit)
@@ -28,12 +29,26 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # mallopt parameter numbers in
 _done: bool | None = None
 
 
+def glibc_version() -> tuple[int, int] | None:
+    """(major, minor) of the C library where it is glibc on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name, version = platform.libc_ver()
+    if name != "glibc":
+        return None
+    try:
+        major, minor = (int(v) for v in version.split(".")[:2])
+    except ValueError:
+        return None
+    return major, minor
+
+
 def keep_freed_memory() -> bool:
     """Apply the settings once per process; True where glibc accepted them, False where it is not glibc."""
     global _done
     if _done is None:
         _done = False
-        if sys.platform.startswith("linux"):
+        if glibc_version() is not None:
             try:
                 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
                 mallopt = libc.mallopt
@@ -44,4 +59,4 @@ def keep_freed_memory() -> bool:
     return _done
 
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["glibc_version", "keep_freed_memory"]

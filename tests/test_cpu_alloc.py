@@ -1,5 +1,4 @@
 """dnnlib/cpu_alloc.py: on glibc, tensors of a few MiB come from the heap and their memory stays there when freed."""
-import platform
 import subprocess
 import sys
 import textwrap
@@ -32,20 +31,13 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def _glibc_with_mallinfo2() -> bool:
-    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
-        return False
-    major, minor = (int(v) for v in platform.libc_ver()[1].split(".")[:2])
-    return (major, minor) >= (2, 33)
-
-
 def _probe(mode: str) -> tuple[bool, bool]:
     out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parents[1])).stdout.split()
     return out[0] == "True", out[1] == "True"
 
 
-@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="needs glibc >= 2.33 (mallinfo2)")
+@pytest.mark.skipif((cpu_alloc.glibc_version() or (0, 0)) < (2, 33), reason="needs glibc >= 2.33 (mallinfo2)")
 def test_tensors_come_from_the_heap_and_stay_there():
     assert _probe("off") == (True, False)   # default: the tensor is its own mapping, gone when freed
     assert _probe("on") == (False, True)    # set: served from the heap, which keeps the memory after the free
@@ -54,4 +46,4 @@ def test_tensors_come_from_the_heap_and_stay_there():
 def test_applies_once_and_reports_the_same():
     first = cpu_alloc.keep_freed_memory()
     assert cpu_alloc.keep_freed_memory() is first
-    assert first == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+    assert first == (cpu_alloc.glibc_version() is not None)
