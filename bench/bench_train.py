@@ -218,13 +218,16 @@ def parse(argv=None) -> argparse.Namespace:
     return a
 
 
-def main(argv=None) -> list[dict]:
+def main(argv=None, rows: list | None = None) -> list[dict]:
+    """The rows measured (also appended one by one to `rows` when given, so that a caller keeps the finished
+    ones if a later preset fails or is cut short)."""
     a = parse(argv)
     device = torch.device(a.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    rows = []
+    rows = [] if rows is None else rows
+    first = len(rows)
     for preset in a.preset.split(","):
         flops = count_flops(a, preset)
         if a.flops_only:
@@ -251,9 +254,9 @@ def main(argv=None) -> list[dict]:
     out.write_text(json.dumps({"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
                                "command": "python bench/bench_train.py " + " ".join(argv if argv is not None
                                                                                     else sys.argv[1:]),
-                               "rows": rows}, indent=1))
+                               "rows": rows[first:]}, indent=1))
     print(f"saved {out}")
-    return rows
+    return rows[first:]
 
 
 if __name__ == "__main__":

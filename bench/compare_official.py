@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,6 +76,30 @@ def import_official(official_dir: str, theirs: dict) -> dict:
     with official_modules(official_dir, theirs):
         return {n: importlib.import_module(n) for n in ("training.networks", "training.loss", "training.training_loop",
                                                         "dnnlib")}
+
+
+def official_plugins(official_dir: str, theirs: dict, build: bool) -> dict:
+    """Whether the official port's CUDA kernels are loaded ("cuda") or it runs its reference ops ("ref").
+    With `build`, load (building where needed) them first; its own code falls back to the reference ops,
+    with a warning, where they do not build."""
+    out = {}
+    with official_modules(official_dir, theirs):
+        for name in ("bias_act", "upfirdn2d"):
+            op = importlib.import_module(f"torch_utils.ops.{name}")
+            if build:
+                t = time.time()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    op._init()
+                out[f"{name}_build_sec"] = time.time() - t
+                if caught:
+                    out[f"{name}_warning"] = str(caught[0].message)[-1500:]
+            out[name] = "cuda" if op._plugin is not None else "ref"
+    return out
+
+
+def build_official_plugins(official_dir: str) -> dict:
+    return official_plugins(official_dir, {}, build=True)
 
 
 def official_kwargs(reference: Path, res: int, base: int, cmax: int) -> tuple[dict, dict]:
@@ -197,6 +222,7 @@ def main(argv=None) -> dict:
               "official_over_ours": ratio, "official_over_ours_per_period_pair": pairs, "conditions": a.note,
               # process-wide, set when our Trainer is built on a CPU: the official side's periods run with it too
               "allocator_keeps_freed_memory": device.type == "cpu" and keep_freed_memory(),
+              "official_ops": official_plugins(a.official_dir, theirs, build=False) if device.type == "cuda" else "ref",
               "command": "python bench/compare_official.py " + shlex.join(argv if argv is not None else sys.argv[1:])}
     print(f"{a.resolution}px batch {a.batch} on {device}: ours {per_step['ours'] * 1000:.0f} ms/step (batch-gpu {batch_gpu}), "
           f"official {per_step['official'] * 1000:.0f} ms/step (batch-gpu {a.official_batch_gpu}); "

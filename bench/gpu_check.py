@@ -4,8 +4,11 @@
 Steps: env, build, ops, kernels_vs_ref, bf16_vs_fp32, trainer, syncs, bench, bench_compiled, official.
   python bench/gpu_check.py --out bench/results                      # on an H100/H200, every step
   python bench/gpu_check.py --dry-run --out /tmp/x env ops trainer   # CPU, tiny sizes (what the tests run)
+  python bench/gpu_check.py --unbundle gpu-check.json --out bench/results   # one file per step again
 
-A step that fails or runs past --step-timeout records {"status": "error" | "timeout", ...} and the next one runs.
+A step that fails or runs past --step-timeout records {"status": "error" | "timeout", ...}, with whatever it had
+measured so far under "partial", and the next one runs. --bundle FILE also gathers every step's result in one
+file, rewritten (atomically) after each step, so a run cut short still returns the steps it finished.
 In a dry run everything is on CPU at 16x16, both "kernel" and reference take the reference path, and figures
 are plumbing checks only (CPU bf16 R1 values are not a reference: oneDNN's bf16 conv double backward is wrong).
 """
@@ -44,6 +47,8 @@ class Ctx:
         self.res = 16 if a.dry_run else 256
         self.channels = {"channel_base": 256, "channel_max": 16} if a.dry_run else {}
         self.official = a.official_dir
+        self.official_reference = a.official_reference
+        self.partial: dict = {}         # what the running step has measured so far (kept if it times out)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -82,7 +87,7 @@ def phase(G, D, autocast, name: str, batch: int, res: int, device, seed: int = 1
     loss, _ = getattr(loss_fn, name)(*args)
     loss.backward()
     grads = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 def autocast_for(ctx: Ctx, dtype: str):
@@ -110,14 +115,23 @@ def step_env(ctx: Ctx) -> dict:
     return out
 
 
+def _has_official(ctx: Ctx) -> bool:
+    return bool(ctx.official) and (Path(ctx.official) / "training" / "networks.py").is_file()
+
+
 def step_build(ctx: Ctx) -> dict:
+    """Our two kernels, then (when the official port is here) its two, so that the official step times
+    training rather than NVCC (torch keeps built extensions between processes)."""
     if ctx.dry:
         return {"skipped": "dry run: no CUDA"}
-    out = {}
+    out = ctx.partial
     for name, plugin in (("bias_act", bias_act._plugin), ("upfirdn2d", upfirdn2d._plugin)):
         t = time.time()
         plugin()
         out[name] = {"built_or_loaded_sec": time.time() - t}
+    if _has_official(ctx):
+        import compare_official
+        out["official"] = compare_official.build_official_plugins(ctx.official)
     return out
 
 
@@ -129,7 +143,7 @@ def step_ops(ctx: Ctx) -> dict:
            "bias_act_swish": lambda x, b, impl: bias_act.bias_act(x, b, act="swish", impl=impl),
            "upsample2d": lambda x, b, impl: upfirdn2d.upsample2d(x, f, impl=impl),
            "downsample2d": lambda x, b, impl: upfirdn2d.downsample2d(x, f, impl=impl)}
-    out = {}
+    out = ctx.partial
     for dtype in (torch.float32, torch.bfloat16):
         for name, op in ops.items():
             res = {}
@@ -164,7 +178,7 @@ def compare_phases(ctx: Ctx, step: str) -> dict:
     """Per loss phase (G main, D main, R1): both losses, their relative difference, gradients' relative
     error and cosine, for the two ways PHASE_COMPARISONS names for `step`."""
     G, D = nets(ctx)
-    out = {}
+    out = ctx.partial
     for name in ("g_main", "d_main", "d_r1"):
         runs = {}
         for way, dtype, ref_ops in PHASE_COMPARISONS[step]:
@@ -245,10 +259,10 @@ def step_syncs(ctx: Ctx) -> dict:
 def step_bench(ctx: Ctx, compiled: bool = False) -> dict:
     """bench_train's GANformer and StyleGAN2 rows (256x256, batch 32) in bf16 and fp32."""
     import bench_train
-    rows = []
+    rows = ctx.partial.setdefault("rows", [])         # filled row by row: a timeout keeps the finished ones
     base = (["--resolution", "16", "--batch", "4", "--channel-base", "256", "--channel-max", "16", "--periods", "1",
              "--warmup-steps", "1", "--period", "2", "--device", "cpu"] if ctx.dry else ["--resolution", "256", "--batch", "32", "--periods", "2"])
-    variants = [(d, compiled) for d in ("bf16", "fp32")]
+    variants = [(d, compiled) for d in ("bf16", "fp32")]          # bf16 first: the figure the issue asks for
     if ctx.dry:
         variants = [("fp32", compiled)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,7 +270,7 @@ def step_bench(ctx: Ctx, compiled: bool = False) -> dict:
             argv = base + ["--preset", "GANformer,StyleGAN2", "--dtype", dtype, "--compile" if comp else "--no-compile",
                            "--out", str(Path(tmp) / "b.json")]
             try:
-                rows += bench_train.main(argv)
+                bench_train.main(argv, rows=rows)
             except Exception as e:                         # one failing variant (a compile error) keeps the rest
                 rows.append({"dtype": dtype, "compile": comp, "error": f"{type(e).__name__}: {e}"})
     return {"rows": rows}
@@ -269,11 +283,13 @@ def step_bench_compiled(ctx: Ctx) -> dict:
 
 
 def step_official(ctx: Ctx) -> dict:
-    if not ctx.official or not (Path(ctx.official) / "training" / "networks.py").is_file():
+    if not _has_official(ctx):
         return {"skipped": "official pytorch_version/ not found (pass --official-dir, a git-ignored folder)"}
     import compare_official
     argv = ["--official-dir", ctx.official, "--device", ctx.device.type, "--periods", "1" if ctx.dry else "2",
-            "--warmup-steps", "1" if ctx.dry else "4"]
+            "--warmup-steps", "1" if ctx.dry else "2"]
+    if ctx.official_reference:
+        argv += ["--reference", ctx.official_reference]
     argv += (["--resolution", "16", "--channel-base", "256", "--channel-max", "16", "--batch", "4"] if ctx.dry
              else ["--resolution", "256", "--channel-base", "32768", "--channel-max", "512", "--batch", "32"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,31 +298,62 @@ def step_official(ctx: Ctx) -> dict:
 
 # -- driver -----------------------------------------------------------------------------------------------
 
-class StepTimeout(Exception):
-    pass
+class StepTimeout(BaseException):
+    """Not an Exception: a step's own `except Exception` (one failing variant keeps the rest) must not swallow it."""
 
 
 def _alarm(signum, frame):
     raise StepTimeout()
 
 
-def run_step(name: str, ctx: Ctx, out_dir: Path, timeout: int) -> dict:
+def run_step(name: str, ctx: Ctx, out_dir: Path, timeout: int, bundle: Path | None = None) -> dict:
     t0 = time.time()
+    ctx.partial = {}
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(timeout)
     try:
         result = {"status": "ok", **globals()[f"step_{name}"](ctx)}
     except StepTimeout:
-        result = {"status": "timeout", "timeout_sec": timeout}
+        result = {"status": "timeout", "timeout_sec": timeout, "partial": ctx.partial}
     except Exception as e:  # a failing step is a result, not the end of the check
-        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:],
+                  "partial": ctx.partial}
     finally:
         signal.alarm(0)
     result.update(step=name, sec=time.time() - t0, dry_run=ctx.dry)
-    path = out_dir / f"gpu-{name}{'-dryrun' if ctx.dry else ''}.json"
-    path.write_text(json.dumps(result, indent=1, default=str))
+    path = record(name, result, out_dir, bundle)
     print(f"[{name}] {result['status']} in {result['sec']:.1f}s -> {path}", flush=True)
     return result
+
+
+def record(name: str, result: dict, out_dir: Path, bundle: Path | None) -> Path:
+    """<out_dir>/gpu-<name>.json, and the step's entry in the bundle file when there is one."""
+    path = out_dir / f"gpu-{name}{'-dryrun' if result.get('dry_run') else ''}.json"
+    write_json(path, result)
+    if bundle is not None:
+        steps = json.loads(bundle.read_text())["steps"] if bundle.is_file() else {}
+        steps[name] = result
+        write_json(bundle, {"steps": steps})
+    return path
+
+
+def write_json(path: Path, obj) -> None:
+    """Whole or not at all: a temporary file renamed over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def unbundle(bundle: Path, out_dir: Path) -> list[Path]:
+    """A --bundle file back into one gpu-<step>.json per step (what bench/results holds)."""
+    paths = []
+    for name, result in json.loads(bundle.read_text())["steps"].items():
+        if name not in STEPS:
+            raise ValueError(f"{bundle}: unknown step {name!r}")
+        paths.append(out_dir / f"gpu-{name}{'-dryrun' if result.get('dry_run') else ''}.json")
+        write_json(paths[-1], result)
+    return paths
 
 
 def main(argv=None) -> int:
@@ -316,11 +363,28 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--step-timeout", type=int, default=240)
     p.add_argument("--official-dir", default=None, help="the official port's pytorch_version/ (git-ignored)")
+    p.add_argument("--official-reference", default=None,
+                   help="folder with the official reference config.json (default: compare_official's)")
+    p.add_argument("--bundle", default=None, help="also gather all steps' results in this one JSON file")
+    p.add_argument("--unbundle", default=None, metavar="FILE", help="split a --bundle file into --out and exit")
+    p.add_argument("--killed", type=int, default=None, metavar="CODE",
+                   help="record that the given step's process was killed from outside with this exit code")
     a = p.parse_args(argv)
+    if a.unbundle:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in unbundle(Path(a.unbundle), out):
+            print(path)
+        return 0
     unknown = [s for s in a.steps if s not in STEPS]
     if unknown:
         print(f"gpu_check: unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}", file=sys.stderr)
         return 2
+    if a.killed is not None:
+        for name in a.steps:
+            record(name, {"status": "killed", "exit_code": a.killed, "step": name, "dry_run": a.dry_run}, Path(a.out),
+                   Path(a.bundle) if a.bundle else None)
+        return 0
     if not a.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device (use --dry-run on CPU)", file=sys.stderr)
         return 2
@@ -329,7 +393,8 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(a)
-    results = [run_step(s, ctx, out, a.step_timeout) for s in (a.steps or STEPS)]
+    bundle = Path(a.bundle) if a.bundle else None
+    results = [run_step(s, ctx, out, a.step_timeout, bundle) for s in (a.steps or STEPS)]
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 

@@ -15,10 +15,18 @@ STEPS = ["env", "build", "ops", "kernels_vs_ref", "bf16_vs_fp32", "trainer", "sy
 
 def test_gpu_check_dry_run(tmp_path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "GANFORMER_OFFICIAL": str(tmp_path / "no-official")}
-    r = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    bundle = tmp_path / "bundle" / "gpu-check.json"
+    r = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path),
+                        "--bundle", str(bundle)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     res = {s: json.loads((tmp_path / f"gpu-{s}-dryrun.json").read_text()) for s in STEPS}
+    # the bundle holds the same results, and splits back into the same files
+    assert json.loads(bundle.read_text())["steps"] == res
+    split = tmp_path / "split"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--unbundle", str(bundle), "--out", str(split)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert {p.name: json.loads(p.read_text()) for p in split.iterdir()} == {f"gpu-{s}-dryrun.json": res[s] for s in STEPS}
     assert all(v["status"] == "ok" and v["dry_run"] for v in res.values()), {k: v.get("error") for k, v in res.items()}
     ops = [v for v in res["ops"].values() if isinstance(v, dict)]
     assert res["ops"]["ok"] and len(ops) == 8 and all(v["dtypes_equal"] for v in ops)
@@ -35,3 +43,49 @@ def test_gpu_check_refuses_without_gpu_and_bad_steps() -> None:
     r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "nonsense"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "unknown step" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_step_cut_short_keeps_what_it_measured(tmp_path) -> None:
+    """A step past its timeout records status "timeout" and the rows it finished; a step killed from outside
+    (the shell's timeout) still gets a record, in its file and in the bundle."""
+    gpu_check = str(REPO / "bench" / "gpu_check.py")
+    bundle = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, "-c", (
+        "import sys, time; sys.argv[0] = %r; sys.path.insert(0, %r)\n"
+        "import bench_train, gpu_check\n"
+        "def slow(argv, rows):\n"
+        "    rows.append({'preset': 'first'})\n"
+        "    time.sleep(30)\n"
+        "bench_train.main = slow\n"
+        "sys.exit(gpu_check.main(['--dry-run', 'bench', '--step-timeout', '2', '--out', %r, '--bundle', %r]))")
+        % (gpu_check, str(REPO / "bench"), str(tmp_path), str(bundle))],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    res = json.loads((tmp_path / "gpu-bench-dryrun.json").read_text())
+    assert res["status"] == "timeout" and res["partial"]["rows"] == [{"preset": "first"}] and res["sec"] < 20
+    r = subprocess.run([sys.executable, gpu_check, "official", "--dry-run", "--killed", "124", "--out", str(tmp_path),
+                        "--bundle", str(bundle)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    steps = json.loads(bundle.read_text())["steps"]
+    assert steps["bench"] == res and steps["official"]["status"] == "killed" and steps["official"]["exit_code"] == 124
+    assert json.loads((tmp_path / "gpu-official-dryrun.json").read_text()) == steps["official"]
+
+
+def test_official_step_dry_run(tmp_path) -> None:
+    """The official step on CPU at 16x16, where the official port (git-ignored official/pytorch_version) and
+    its reference kwargs are at hand: both sides train and the ratio is recorded."""
+    import pytest
+    official = REPO / "official" / "pytorch_version"
+    config = REPO.parent / "shared" / "reference" / "official-pytorch" / "A_ganformer_default_32" / "config.json"
+    if not (official / "training" / "networks.py").is_file() or not config.is_file():
+        pytest.skip("needs the official port in official/pytorch_version and ../shared's reference config")
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    (ref / "config.json").write_text(config.read_text())
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "official", "--out",
+                        str(tmp_path), "--official-dir", str(official), "--official-reference", str(ref)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((tmp_path / "gpu-official-dryrun.json").read_text())
+    assert res["status"] == "ok" and res["official_over_ours"] > 0 and res["params_ours"] == res["params_official"]
+    assert "--reference" in res["command"] and res["official_ops"] == "ref"
