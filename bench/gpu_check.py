@@ -286,7 +286,9 @@ def step_official(ctx: Ctx) -> dict:
     if not _has_official(ctx):
         return {"skipped": "official pytorch_version/ not found (pass --official-dir, a git-ignored folder)"}
     import compare_official
-    argv = ["--official-dir", ctx.official, "--device", ctx.device.type, "--periods", "1" if ctx.dry else "2",
+    # one 16-step period per side (a GPU's periods are steady): the official CLI's micro-batch of 4 makes its
+    # 256x256 step several times ours, and the step's time limit must hold both sides and their warm-up
+    argv = ["--official-dir", ctx.official, "--device", ctx.device.type, "--periods", "1",
             "--warmup-steps", "1" if ctx.dry else "2"]
     if ctx.official_reference:
         argv += ["--reference", ctx.official_reference]
