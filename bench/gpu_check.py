@@ -99,8 +99,11 @@ def autocast_for(ctx: Ctx, dtype: str):
 # -- steps ------------------------------------------------------------------------------------------------
 
 def step_env(ctx: Ctx) -> dict:
+    home, why = custom_ops.find_cuda_home()
     out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version(), "cuda_home": custom_ops.find_cuda_home()}
+           "cudnn": torch.backends.cudnn.version(), "cuda_home": home or why,
+           "nvcc": custom_ops.nvcc_version(home) if home else None,
+           "toolkit_mismatch": custom_ops.toolkit_mismatch(home, torch.version.cuda) if home else None}
     if ctx.device.type == "cuda":
         p = torch.cuda.get_device_properties(ctx.device)
         out.update(device=p.name, memory_gb=p.total_memory / 2 ** 30, capability=list(torch.cuda.get_device_capability()),

@@ -74,3 +74,18 @@ def test_reference_ops_context_routes_auto_to_the_reference() -> None:
         with custom_ops.reference_ops():
             raise RuntimeError("the context is left cleanly")
     assert custom_ops.use_kernel("t", gpu, "auto", ok)
+
+
+def test_toolkit_of_another_cuda_major_is_named_in_one_line(tmp_path) -> None:
+    """torch's extension builder refuses a toolkit whose major CUDA version differs from PyTorch's; we say so
+    in one line (and fall back) instead of letting the build fail."""
+    from dnnlib.ops.custom_ops import nvcc_version, toolkit_mismatch
+    tk = tmp_path / "cuda-12.4"
+    toolkit(tk)
+    (tk / "bin" / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4, V12.4.131'\n")
+    assert nvcc_version(str(tk)) == "12.4"
+    why = toolkit_mismatch(str(tk), "13.0")
+    assert why is not None and "12.4" in why and "13.0" in why and "CUDA_HOME" in why and "\n" not in why
+    assert toolkit_mismatch(str(tk), "12.8") is None                 # same major version: fine
+    broken = toolkit(tmp_path / "broken")                            # an nvcc that does not run: no verdict here
+    assert nvcc_version(str(broken)) is None and toolkit_mismatch(str(broken), "13.0") is None

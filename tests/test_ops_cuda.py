@@ -13,7 +13,7 @@ from dnnlib.ops import conv2d_resample, custom_ops, upfirdn2d
 pytestmark = pytest.mark.gpu
 
 DEV = torch.device("cuda")
-TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2}
+TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> None:
@@ -29,7 +29,7 @@ def test_kernels_build_and_are_cached() -> None:
 
 
 @pytest.mark.parametrize("act", sorted(ba.activation_funcs))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("clamp", [None, 0.8])
 def test_bias_act_forward(act: str, dtype: torch.dtype, clamp: float | None) -> None:
     x = torch.randn(4, 16, 8, 8, device=DEV, dtype=dtype)
@@ -60,6 +60,35 @@ def test_bias_act_gradients_match_ref(act: str, dim: int) -> None:
         results.append((y, gx, gb, hx, hb))
     for r, c in zip(*results):
         _close(c, r, torch.float64)
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 1, 1), (4, 1, 5, 5), (1, 16, 5, 5)])
+def test_bias_act_backward_channels_last_with_size_one_dims(shape) -> None:
+    """A channels-last x whose size-1 dimensions make its strides differ from a plain dy's there (both count
+    as contiguous): the kernel must accept the pair and give the reference's gradients."""
+    x0 = torch.randn(shape, device=DEV).to(memory_format=torch.channels_last)
+    w = torch.randn(shape, device=DEV)
+    grads = []
+    for impl in ("ref", "cuda"):
+        x, b = x0.clone().requires_grad_(), torch.zeros(shape[1], device=DEV, requires_grad=True)
+        y = ba.bias_act(x, b, act="lrelu", impl=impl)
+        grads.append(torch.autograd.grad((y * w).sum(), [x, b]))
+    for got, want in zip(grads[1], grads[0]):
+        _close(got, want, torch.float32)
+
+
+def test_bias_act_beyond_int32_indexing() -> None:
+    """More than 2**31 elements (bf16, bias along dim 1): the last elements are right too."""
+    need = 2 * (2 ** 31 + 2 ** 20) * 2                    # input and output: 2**31 + 2**20 elements of 2 bytes
+    if torch.cuda.get_device_properties(DEV).total_memory < 2 * need:
+        pytest.skip("needs about 17 GB of GPU memory")
+    x = torch.zeros([2, 2 ** 30 + 2 ** 19], device=DEV, dtype=torch.bfloat16)
+    x[:, -4:] = torch.tensor([-2.0, -1.0, 1.0, 2.0], device=DEV, dtype=torch.bfloat16)
+    b = torch.tensor([0.5, 1.0], device=DEV, dtype=torch.bfloat16)
+    y = ba.bias_act(x, b, dim=0, act="lrelu", gain=1.0, impl="cuda")
+    want = ba.bias_act(x[:, -4:].float(), b.float(), dim=0, act="lrelu", gain=1.0, impl="ref")
+    _close(y[:, -4:], want, torch.bfloat16)
+    del y
 
 
 @pytest.mark.parametrize("act", ["lrelu", "tanh", "swish", "softplus"])

@@ -162,7 +162,7 @@ at::Tensor bias_act_cuda(const at::Tensor& a, const at::Tensor& b, const at::Ten
     if (a.numel() == 0) return out;
     // With a dense layout, element i sits at index (i / stride) % size along `dim`.
     const int64_t bias_len = b.numel() ? xref.size(dim) : 1;
-    const int64_t bias_stride = b.numel() ? xref.stride(dim) : 1;
+    const int64_t bias_stride = (b.numel() && xref.size(dim) > 1) ? xref.stride(dim) : 1;   // size 1: any stride, even 0
     AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, a.scalar_type(), "bias_act_cuda", [&] {
         launch<scalar_t>(a, b, xref, aux, out, bias_len, bias_stride, int(mode), int(act), alpha, gain, clamp);
     });

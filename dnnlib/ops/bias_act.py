@@ -153,7 +153,8 @@ def _launch(
 ) -> torch.Tensor:
     """Run the kernel; all elementwise operands share xref's layout so one flat index addresses them."""
     fmt = _memory_format(xref)
-    a, xref, aux = (t.contiguous(memory_format=fmt) for t in (a, xref, aux))
+    dense: dict[int, torch.Tensor] = {}          # one copy per distinct tensor (forward passes x three times)
+    a, xref, aux = (dense.setdefault(id(t), t.contiguous(memory_format=fmt)) for t in (a, xref, aux))
     bb = b.contiguous() if b is not None else a.new_empty([0])
     kernel_id = activation_funcs[act].kernel_id
     return _plugin().bias_act(a, bb, xref, aux, mode, dim, kernel_id, alpha, gain, clamp)

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,7 +40,10 @@ _failed: dict[_Request, RuntimeError] = {}
 _warned: set[str] = set()
 _lock = threading.Lock()
 
-_DEFAULT_CUDA_FLAGS = ("--use_fast_math",)
+# No --use_fast_math: with it nvcc 13 compiles tanhf to the approximate tanh.approx.f32 and expf to a
+# flush-to-zero ex2.approx (seen in the PTX for sm_90), short of the float32 math the dtype contract promises
+# (dnnlib/ops/__init__.py); both kernels are bound by memory, so the exact functions cost nothing that matters.
+_DEFAULT_CUDA_FLAGS: tuple[str, ...] = ()
 
 
 def _cuda_problem() -> str | None:
@@ -54,6 +58,9 @@ def _cuda_problem() -> str | None:
     home, problem = find_cuda_home()
     if home is None:
         return problem
+    mismatch = toolkit_mismatch(home, torch.version.cuda)
+    if mismatch:
+        return mismatch
     if cpp_extension.CUDA_HOME != home:
         # torch guesses the toolkit as the folder above `which nvcc`, wrong for wrappers such as
         # /usr/local/bin/nvcc; the build reads its module variable and the environment.
@@ -110,6 +117,27 @@ def find_cuda_home(environ: dict | None = None, known: tuple[str, ...] = _KNOWN_
         return found[0], ""
     where = f"nvcc at {nvcc} is not inside a toolkit" if nvcc else "no nvcc on PATH"
     return None, f"the CUDA toolkit was not found ({where}); set CUDA_HOME to the folder with bin/nvcc"
+
+
+def nvcc_version(home: str) -> str | None:
+    """"13.0" from `<home>/bin/nvcc --version`, or None where it does not run or say."""
+    try:
+        out = subprocess.run([os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
+def toolkit_mismatch(home: str, torch_cuda: str | None) -> str | None:
+    """One line where the toolkit's major CUDA version differs from PyTorch's (its extension builder refuses
+    such a build), else None (also when the version cannot be read: the build then says what is wrong)."""
+    found = nvcc_version(home)
+    if found is None or not torch_cuda or found.split(".")[0] == torch_cuda.split(".")[0]:
+        return None
+    return (f"the CUDA toolkit in {home} is {found}, this PyTorch was built with CUDA {torch_cuda}; "
+            f"set CUDA_HOME to a CUDA {torch_cuda.split('.')[0]}.x toolkit")
 
 
 def _build_key(name: str, sources: Sequence[Path], extra_cuda_cflags: Sequence[str]) -> str:

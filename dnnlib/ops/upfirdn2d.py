@@ -313,10 +313,12 @@ class _FusedUpFirDn(torch.autograd.Function):
         if f.ndim == 2:
             y = plugin.upfirdn2d(x, f, ux, uy, dx, dy, x0, x1, y0, y1, flip_filter, gain)
         else:
-            # Separable: a pass along x, then one along y, each carrying sqrt(gain).
+            # Separable: a pass along x, then one along y, each carrying sqrt(gain). The intermediate stays in
+            # float32 (at least), so that half-precision input is rounded once, as on the reference path.
             g = math.sqrt(gain)
-            y = plugin.upfirdn2d(x, f.unsqueeze(0), ux, 1, dx, 1, x0, x1, 0, 0, flip_filter, g)
-            y = plugin.upfirdn2d(y, f.unsqueeze(1), 1, uy, 1, dy, 0, 0, y0, y1, flip_filter, g)
+            y = plugin.upfirdn2d(x.to(torch.promote_types(x.dtype, torch.float32)), f.unsqueeze(0), ux, 1, dx, 1,
+                                 x0, x1, 0, 0, flip_filter, g)
+            y = plugin.upfirdn2d(y, f.unsqueeze(1), 1, uy, 1, dy, 0, 0, y0, y1, flip_filter, g).to(x.dtype)
         ctx.save_for_backward(f)
         ctx.params = (tuple(x.shape[2:]), up, down, margins, flip_filter, gain)
         return y
