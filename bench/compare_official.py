@@ -157,7 +157,7 @@ def our_trainer(gk: dict, dk: dict, official_G: torch.nn.Module, official_D: tor
     load_into(D, official_D.state_dict(), "D")
     batch_gpu = a.batch_gpu or default_batch_gpu(a.resolution, a.batch, device)
     opts = TrainOptions(run_dir=run_dir, resolution=a.resolution, batch_size=a.batch, batch_gpu=batch_gpu,
-                        mixed_precision=False, compile=a.compile)
+                        mixed_precision=a.mixed_precision, compile=a.compile)
     opts.loss.pl_weight = a.pl_weight
     return Trainer(opts, G, D, Dist(), device, log=lambda *_: None), batch_gpu
 
@@ -174,6 +174,9 @@ def main(argv=None) -> dict:
     p.add_argument("--official-batch-gpu", type=int, default=4, help="theirs (default: their CLI default, 4)")
     p.add_argument("--pl-weight", type=float, default=0.0)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=True,
+                   help="ours: bf16 autocast where training uses it by default (CUDA with bf16; not on CPU); "
+                        "the official port trains in float32 (its fp16 option is commented out)")
     p.add_argument("--periods", type=int, default=3, help="timed 16-step periods per side")
     p.add_argument("--warmup-steps", type=int, default=4, help="untimed steps per side first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -216,7 +219,8 @@ def main(argv=None) -> dict:
     n_off = sum(p.numel() for p in official.G.parameters()) + sum(p.numel() for p in official.D.parameters())
     result = {"resolution": a.resolution, "channel_base": a.channel_base, "channel_max": a.channel_max,
               "batch": a.batch, "batch_gpu_ours": batch_gpu, "batch_gpu_official": a.official_batch_gpu,
-              "pl_weight": a.pl_weight, "compile": a.compile, "device": str(device), "torch": torch.__version__,
+              "pl_weight": a.pl_weight, "compile": a.compile, "ours_autocast": str(ours.amp_dtype),
+              "device": str(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "params_ours": n_ours, "params_official": n_off,
               "sec_per_period": times, "sec_per_step": per_step, "images_per_sec": {k: a.batch / v for k, v in per_step.items()},
               "official_over_ours": ratio, "official_over_ours_per_period_pair": pairs, "conditions": a.note,
