@@ -81,10 +81,18 @@ _flop_cache: dict[tuple, dict] = {}   # counts depend on the architecture and ba
 
 
 def count_flops(a: argparse.Namespace, preset: str) -> dict:
-    """FLOPs per image of each phase and of a whole period, counted on the meta device (cached per process)."""
+    """FLOPs per image of each phase and of a whole period, counted on the meta device (cached per process,
+    and in --flops-cache FILE across processes: a count at 256x256 takes seconds of Python per preset)."""
     key = (preset, a.resolution, a.batch, a.batch_gpu, a.channel_base, a.channel_max, a.pl_weight, a.period)
+    cache = Path(a.flops_cache) if getattr(a, "flops_cache", None) else None
+    if key not in _flop_cache and cache is not None and cache.is_file():
+        _flop_cache.update({tuple(json.loads(k)): v for k, v in json.loads(cache.read_text()).items()})
     if key not in _flop_cache:
         _flop_cache[key] = _count_flops(a, preset)
+        if cache is not None:
+            tmp = cache.with_name(cache.name + ".tmp")
+            tmp.write_text(json.dumps({json.dumps(list(k)): v for k, v in _flop_cache.items()}))
+            tmp.replace(cache)
     return _flop_cache[key]
 
 
@@ -116,7 +124,7 @@ def _count_flops(a: argparse.Namespace, preset: str) -> dict:
     per_img = lambda n: n / a.batch / 1e9
     return {"G_forward_gflop": per_img(g_fwd), "D_forward_gflop": per_img(d_fwd),
             "phase_gflop": {k: per_img(v) for k, v in step0.items()},
-            "r1_over_D_forward": step0["d_r1"] / d_fwd if "d_r1" in step0 else None,
+            "r1_over_D_forward": step0["d_reg"] / d_fwd if "d_reg" in step0 else None,
             "flop_per_image_per_step": period / a.period / a.batch}
 
 
@@ -208,6 +216,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=PERIOD, help="untimed steps first (default: a whole period)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device, time nothing")
+    p.add_argument("--flops-cache", default=None, metavar="FILE",
+                   help="keep FLOP counts in this JSON file for later runs with the same architecture and batch")
     p.add_argument("--profile", action="store_true",
                    help="after timing, profile one more period: self time of convolutions, matmuls and the rest")
     p.add_argument("--out", default=None)

@@ -31,11 +31,14 @@ while [ $# -gt 0 ]; do
 done
 # the CUDA images name their interpreter python3 and may have no plain python
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
-EXTRA=(${BUNDLE[@]+"${BUNDLE[@]}"})
+WORK=$(mktemp -d)                  # scratch the steps share (FLOP counts), removed at the end
+trap 'rm -rf "$WORK"' EXIT
+EXTRA=(--work "$WORK" ${BUNDLE[@]+"${BUNDLE[@]}"})
 [ -n "$REFERENCE" ] && EXTRA+=(--official-reference "$REFERENCE")
 if [ "$DRY" = 1 ]; then
-  exec timeout -k 5 600 "$PY" bench/gpu_check.py --dry-run --out "$OUT" --step-timeout 120 --official-dir "$OFFICIAL" \
-      ${EXTRA[@]+"${EXTRA[@]}"}
+  timeout -k 5 600 "$PY" bench/gpu_check.py --dry-run --out "$OUT" --step-timeout 120 --official-dir "$OFFICIAL" \
+      "${EXTRA[@]}"
+  exit $?
 fi
 # step:seconds; the limits add up to 540 s (590 with each step's 5 s of grace), so the whole check ends within
 # 10 minutes. build includes the official port's kernels (when it is here), so that the official step times
@@ -46,10 +49,10 @@ for item in $LIMITS; do
   step="${item%%:*}"; limit="${item##*:}"
   # The Python step timer records a timeout as a result; the outer timeout catches a hung CUDA call.
   timeout -k 2 $((limit + 3)) "$PY" bench/gpu_check.py "$step" --out "$OUT" --step-timeout "$limit" \
-      --official-dir "$OFFICIAL" ${EXTRA[@]+"${EXTRA[@]}"}
+      --official-dir "$OFFICIAL" "${EXTRA[@]}"
   code=$?
   if [ "$code" -ge 124 ]; then      # killed from outside (a hung CUDA call): still leave a record of the step
-    "$PY" bench/gpu_check.py "$step" --killed "$code" --out "$OUT" ${EXTRA[@]+"${EXTRA[@]}"}
+    "$PY" bench/gpu_check.py "$step" --killed "$code" --out "$OUT" "${EXTRA[@]}"
   fi
   [ "$code" -eq 0 ] || rc=1
 done
