@@ -35,6 +35,7 @@ from torch.utils.flop_counter import flop_registry
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from dnnlib.precision import set_tf32  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
 from training.networks.presets import build  # noqa: E402
@@ -234,7 +235,7 @@ def main(argv=None, rows: list | None = None) -> list[dict]:
     a = parse(argv)
     device = torch.device(a.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        set_tf32(True)
         torch.backends.cudnn.benchmark = True
     rows = [] if rows is None else rows
     first = len(rows)

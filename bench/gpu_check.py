@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from dnnlib.ops import bias_act, custom_ops, upfirdn2d  # noqa: E402
+from dnnlib.precision import set_tf32  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.loss import GANLoss, LossConfig  # noqa: E402
 from training.training_loop import Trainer, TrainOptions  # noqa: E402
@@ -237,11 +238,19 @@ def step_trainer(ctx: Ctx) -> dict:
 
 
 def step_syncs(ctx: Ctx) -> dict:
-    """Host syncs per step over a 16-step period: CUDA runtime sync calls and aten scalar reads (profiler)."""
+    """Host syncs per step over a 16-step period (CUDA runtime sync calls and aten scalar reads, from the
+    profiler), without augmentation and with every bgc transform at p = 0.5."""
+    for name, kw in (("no_augment", {}), ("augment_bgc_p0.5", {"augment": "fixed", "augment_p": 0.5})):
+        ctx.partial[name] = _count_syncs(ctx, **kw)
+    return {**ctx.partial, "note": "aten::_local_scalar_dense includes CPU random draws of style mixing "
+            "(CPU tensors, no device sync); the CUDA runtime sync calls are the device syncs"}
+
+
+def _count_syncs(ctx: Ctx, **opts) -> dict:
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
     with tempfile.TemporaryDirectory() as tmp:
-        tr = _trainer(ctx, tmp, batch=4 if ctx.dry else 8)
+        tr = _trainer(ctx, tmp, batch=4 if ctx.dry else 8, **opts)
         data = _batch(ctx, 4 if ctx.dry else 8)
         n = 2 if ctx.dry else 16                            # a whole period on the GPU (R1 included)
         tr.train_step(*data)                                # warm-up outside the profile
@@ -255,9 +264,7 @@ def step_syncs(ctx: Ctx) -> dict:
     for e in prof.events():
         if e.name in names or e.name == "aten::_local_scalar_dense":
             counts[e.name] = counts.get(e.name, 0) + 1
-    per_step = {k: v / n for k, v in counts.items()}
-    return {"per_step": per_step, "note": "aten::_local_scalar_dense includes CPU random draws of style mixing "
-            "(CPU tensors, no device sync); the CUDA runtime sync calls are the device syncs"}
+    return {k: v / n for k, v in counts.items()}
 
 
 def step_bench(ctx: Ctx, compiled: bool = False) -> dict:
@@ -400,7 +407,7 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA device (use --dry-run on CPU)", file=sys.stderr)
         return 2
     if not a.dry_run:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        set_tf32(True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(a)

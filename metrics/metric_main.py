@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dnnlib import util
+from dnnlib.precision import full_fp32
 
 from . import fid, inception_score, kid, ppl, precision_recall
 from .feature_networks import FeatureNetwork, NetworkUnavailable, load_network
@@ -295,13 +296,16 @@ def compute_metrics(names: str | Sequence[str], gen_fn: GenFn | ImageSource | No
         res = results.setdefault(spec.name, MetricResult(spec.name))
         res.network, res.num_fake, res.num_real = nets[spec.network].net_id, num_images, seen_real
         try:
-            if spec.compute is None:
-                assert ppl_generator is not None
-                res.results = _run_ppl(spec, ppl_generator, nets[spec.network], num_images, device, opts)
-            elif error is not None:
-                raise InvalidGeneratorOutput(error)
-            else:
-                res.results = spec.compute(real_stats.get(spec.network), fake_stats[spec.network], opts, device, tag)
+            # full float32: PPL divides differences of 1e-4 steps by eps^2, and PR's distances set its radii
+            with full_fp32():
+                if spec.compute is None:
+                    assert ppl_generator is not None
+                    res.results = _run_ppl(spec, ppl_generator, nets[spec.network], num_images, device, opts)
+                elif error is not None:
+                    raise InvalidGeneratorOutput(error)
+                else:
+                    res.results = spec.compute(real_stats.get(spec.network), fake_stats[spec.network], opts, device,
+                                               tag)
             if not all(math.isfinite(v) for v in res.results.values()):
                 res.status, res.message = "invalid", "result is not finite"
         except (InvalidGeneratorOutput, ValueError, FloatingPointError, np.linalg.LinAlgError) as e:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dnnlib import util
+from dnnlib.precision import full_fp32
 from dnnlib.progress import bar as progress_bar
 
 from .feature_networks import FeatureNetwork
@@ -232,23 +233,6 @@ class FeatureStats:
         return stats
 
 
-@contextlib.contextmanager
-def fp32_precision(device: torch.device) -> Iterator[None]:
-    """Disable TF32 on CUDA for the duration (features are reported in full fp32), then restore."""
-    backends = [torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)]
-    if device.type != "cuda" or not all(hasattr(b, "fp32_precision") for b in backends):
-        yield
-        return
-    saved = [b.fp32_precision for b in backends]
-    try:
-        for b in backends:
-            b.fp32_precision = "ieee"
-        yield
-    finally:
-        for b, value in zip(backends, saved):
-            b.fp32_precision = value
-
-
 def extract_features(batches: Iterable[torch.Tensor], networks: Mapping[str, FeatureNetwork],
                      stats: Mapping[str, FeatureStats], num_images: int, ratio: float | None = None,
                      desc: str = "features", progress: bool = True) -> int:
@@ -258,10 +242,8 @@ def extract_features(batches: Iterable[torch.Tensor], networks: Mapping[str, Fea
     Returns the number of images seen.
     """
     seen = 0
-    devices = {net.device for net in networks.values()}
     with contextlib.ExitStack() as stack:
-        for device in devices:
-            stack.enter_context(fp32_precision(device))
+        stack.enter_context(full_fp32())               # features are reported in full float32
         bar = stack.enter_context(progress_bar(num_images, desc, "img", enabled=progress, leave=False))
         for batch in batches:
             batch = crop_rows(batch, ratio)  # [B, 3, H', W]

@@ -32,7 +32,7 @@ def test_gpu_check_dry_run(tmp_path) -> None:
     assert res["ops"]["ok"] and len(ops) == 8 and all(v["dtypes_equal"] for v in ops)
     assert all(res["kernels_vs_ref"][p]["grad_rel"] == 0 for p in ("g_main", "d_main", "d_r1"))   # both: reference
     assert res["trainer"]["params_finite"] and len(res["trainer"]["sec_per_step"]) == 3
-    assert "per_step" in res["syncs"]
+    assert {"no_augment", "augment_bgc_p0.5"} <= set(res["syncs"])
     rows = res["bench"]["rows"]
     assert {r["preset"] for r in rows} == {"GANformer", "StyleGAN2"}
     assert all(r["images_per_sec"] > 0 and r["flops"]["flop_per_image_per_step"] > 0 for r in rows)

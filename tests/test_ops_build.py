@@ -123,3 +123,28 @@ def test_sources_exist() -> None:
     for name in ("bias_act.cpp", "bias_act.cu", "upfirdn2d.cpp", "upfirdn2d.cu"):
         assert (ops / name).is_file(), name
     assert (REPO / "test_nvcc.cu").is_file()
+
+
+def test_compiled_graphs_take_the_reference_ops(monkeypatch) -> None:
+    """Under torch.compile, impl='auto' traces the reference ops (inductor fuses them) rather than calling the
+    extension, which would break the graph at every layer; an explicit impl='cuda' is still honoured."""
+    gpu = SimpleNamespace(device=torch.device("cuda"))
+    calls = []
+    ok = lambda: calls.append("ok")
+    monkeypatch.setattr(custom_ops, "_compiling", lambda: True)
+    assert not custom_ops.use_kernel("t", gpu, "auto", ok) and calls == []
+    assert custom_ops.use_kernel("t", gpu, "cuda", ok) and calls == ["ok"]
+    monkeypatch.setattr(custom_ops, "_compiling", lambda: False)
+    assert custom_ops.use_kernel("t", gpu, "auto", ok)
+
+
+def test_is_compiling_is_seen_inside_a_compiled_function() -> None:
+    """The check use_kernel relies on answers True while dynamo traces (the eager backend: no C++ compiler)."""
+    seen = []
+
+    def f(t):
+        seen.append(custom_ops._compiling())
+        return t + 1
+
+    torch.compile(f, backend="eager")(torch.zeros(2))
+    assert seen and seen[0] is True and custom_ops._compiling() is False

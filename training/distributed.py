@@ -1,6 +1,7 @@
 """torch.distributed plumbing: one process per GPU (or CPU process for tests), same code under torchrun."""
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from dataclasses import dataclass
@@ -32,9 +33,19 @@ def from_torchrun() -> Dist | None:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
         return None
     d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if torch.cuda.is_available():
+        # before the group exists: NCCL collectives (the run plan's broadcast_object_list is the first) use the
+        # current device, and every rank on cuda:0 is an error ("Duplicate GPU detected") or a hang
+        torch.cuda.set_device(d.local_rank)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     _init(backend, rank=d.rank, world_size=d.world_size)
     return d
+
+
+# How long a rank waits in a collective before the group gives up. Rank 0 alone evaluates metrics at snapshots
+# (FID of 50k images, and once the dataset's statistics) while the others wait in the next gradient all-reduce;
+# NCCL's default of 10 minutes would abort them mid-run.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
 
 def _init(backend: str, **kwargs) -> None:
@@ -47,7 +58,7 @@ def _init(backend: str, **kwargs) -> None:
     after training has finished. Imported first, dynamo keeps no such references and teardown() joins the
     threads while Python is still whole."""
     import torch._dynamo  # noqa: F401  (see above; the optimisers import it anyway)
-    dist.init_process_group(backend, **kwargs)
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT, **kwargs)
 
 
 def teardown() -> None:

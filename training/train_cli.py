@@ -4,11 +4,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from dnnlib.precision import set_tf32
 from dnnlib.threads import choose_threads
 from dnnlib.util import UserError, atomic_write, folder_lock
 from training import snapshots
@@ -30,6 +32,8 @@ def _check(run: RunConfig) -> list[int]:
     except ValueError:
         raise UserError(f"--gpus must be a comma-separated list of indices, got {run.gpus!r}") from None
     n = max(1, len(gpus))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:          # under torchrun its processes split the batch
+        n = int(os.environ["WORLD_SIZE"])
     if n & (n - 1):
         raise UserError(f"the number of GPUs must be a power of two, got {n}")
     if args.batch_size % n or (args.batch_size // n) % min(args.batch_gpu or 1, args.batch_size // n):
@@ -78,7 +82,7 @@ def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optio
     if torch.cuda.is_available():
         device = torch.device("cuda", gpus[d.local_rank] if d.local_rank < len(gpus) else d.local_rank)
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        set_tf32(True)                        # float32 work in TF32 (metrics and augmentation turn it off)
         torch.backends.cudnn.benchmark = True
     else:
         device = torch.device("cpu")

@@ -59,6 +59,17 @@ def make_optimizer(net: torch.nn.Module, lr: float, interval: int,
     return torch.optim.Adam(net.parameters(), lr=lr * rho, betas=(betas[0] ** rho, betas[1] ** rho), eps=1e-8, **impl)
 
 
+class CompiledGenerate:
+    """G with a compiled `generate`, the method the loss calls (torch.compile(G) compiles only `forward`;
+    its `generate` would stay eager). Every other attribute is G's own."""
+
+    def __init__(self, G: Generator):
+        self.module, self.generate = G, torch.compile(G.generate)
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+
 class Trainer:
     def __init__(self, opts: TrainOptions, G: Generator, D: Discriminator, d: Dist, device: torch.device,
                  G_ema: Optional[Generator] = None, log: Callable[[str], None] = print,
@@ -85,7 +96,7 @@ class Trainer:
         self.loss = GANLoss(self.G, self.D, opts.loss, self.autocast, augment=self.augment_pipe, ada=self.ada)
         # Compiled twins for the first-order phases; R1 and path length need double backward, which
         # compiled graphs do not support, so they run the eager modules (same parameters).
-        self.compiled = (torch.compile(self.G), torch.compile(self.D)) if opts.compile else None
+        self.compiled = (CompiledGenerate(self.G), torch.compile(self.D)) if opts.compile else None
         self.batch_gpu = opts.batch_gpu or default_batch_gpu(opts.resolution, opts.batch_size // d.world_size, device)
         self.cur_nimg, self.step, self.tick = 0, 0, 0
         self.stats = StatsCollector()

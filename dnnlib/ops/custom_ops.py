@@ -235,6 +235,9 @@ def reference_ops():
         _force_reference.reset(token)
 
 
+_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", lambda: False)
+
+
 def use_kernel(op: str, x: torch.Tensor, impl: str, plugin: Callable[[], Any]) -> bool:
     """Whether `op` should run its CUDA kernel for `x` under `impl` ('auto' | 'cuda' | 'ref').
 
@@ -242,6 +245,10 @@ def use_kernel(op: str, x: torch.Tensor, impl: str, plugin: Callable[[], Any]) -
     cannot run; 'auto' then warns once and answers False so the caller takes the reference path.
     """
     if impl == "ref":
+        return False
+    if impl == "auto" and _compiling():
+        # Inside torch.compile the reference ops are traced (and fused by inductor); an extension call would
+        # break the graph at every layer.
         return False
     if impl == "cuda":
         if x.device.type != "cuda":
