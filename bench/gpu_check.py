@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from dnnlib.ops import bias_act, custom_ops, upfirdn2d  # noqa: E402
-from dnnlib.precision import set_tf32  # noqa: E402
+from dnnlib.precision import full_fp32, set_tf32  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.loss import GANLoss, LossConfig  # noqa: E402
 from training.training_loop import Trainer, TrainOptions  # noqa: E402
@@ -315,6 +315,12 @@ def step_official(ctx: Ctx) -> dict:
 
 # -- driver -----------------------------------------------------------------------------------------------
 
+# Steps that compare two computations: both run without TF32 (cuDNN would otherwise give the reference ops'
+# convolutions, and the rest of an fp32 step, ~1e-3 of TF32 rounding that is no difference of the kernels or
+# of bf16); training and the benchmarks keep TF32.
+COMPARISONS = {"ops", "kernels_vs_ref", "bf16_vs_fp32"}
+
+
 class StepTimeout(BaseException):
     """Not an Exception: a step's own `except Exception` (one failing variant keeps the rest) must not swallow it."""
 
@@ -329,7 +335,8 @@ def run_step(name: str, ctx: Ctx, out_dir: Path, timeout: int, bundle: Path | No
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(timeout)
     try:
-        result = {"status": "ok", **globals()[f"step_{name}"](ctx)}
+        with full_fp32() if name in COMPARISONS else contextlib.nullcontext():
+            result = {"status": "ok", **globals()[f"step_{name}"](ctx)}
     except StepTimeout:
         result = {"status": "timeout", "timeout_sec": timeout, "partial": ctx.partial}
     except Exception as e:  # a failing step is a result, not the end of the check
