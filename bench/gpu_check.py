@@ -100,6 +100,25 @@ def autocast_for(ctx: Ctx, dtype: str):
 
 # -- steps ------------------------------------------------------------------------------------------------
 
+def _cuda_failure() -> str:
+    """Why CUDA is unavailable, in a line (torch's own initialisation error where it has one)."""
+    if torch.version.cuda is None:
+        return f"this PyTorch ({torch.__version__}) is a CPU build"
+    try:
+        torch.cuda.init()
+    except Exception as e:  # noqa: BLE001 -- the message is the point
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return f"torch.cuda.device_count() = {torch.cuda.device_count()}"
+
+
+def _nvidia_smi() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                               "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unavailable: {e}"
+
+
 def step_env(ctx: Ctx) -> dict:
     home, why = custom_ops.find_cuda_home()
     out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -110,11 +129,7 @@ def step_env(ctx: Ctx) -> dict:
         p = torch.cuda.get_device_properties(ctx.device)
         out.update(device=p.name, memory_gb=p.total_memory / 2 ** 30, capability=list(torch.cuda.get_device_capability()),
                    bf16=torch.cuda.is_bf16_supported())
-        try:
-            out["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
-                                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
-        except (OSError, subprocess.SubprocessError) as e:
-            out["nvidia_smi"] = f"unavailable: {e}"
+        out["nvidia_smi"] = _nvidia_smi()
     else:
         out["device"] = platform.processor() or "cpu"
     return out
@@ -411,7 +426,12 @@ def main(argv=None) -> int:
                    Path(a.bundle) if a.bundle else None)
         return 0
     if not a.dry_run and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device (use --dry-run on CPU)", file=sys.stderr)
+        why = _cuda_failure()
+        print(f"gpu_check: no CUDA device ({why}); use --dry-run on CPU", file=sys.stderr)
+        if "env" in (a.steps or STEPS):       # what there is, for the diagnosis
+            record("env", {"status": "error", "error": f"no CUDA device: {why}", "step": "env", "dry_run": False,
+                           "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+                           "nvidia_smi": _nvidia_smi()}, Path(a.out), Path(a.bundle) if a.bundle else None)
         return 2
     if not a.dry_run:
         set_tf32(True)

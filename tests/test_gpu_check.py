@@ -89,3 +89,17 @@ def test_official_step_dry_run(tmp_path) -> None:
     res = json.loads((tmp_path / "gpu-official-dryrun.json").read_text())
     assert res["status"] == "ok" and res["official_over_ours"] > 0 and res["params_ours"] == res["params_official"]
     assert "--reference" in res["command"] and res["official_ops"] == "ref"
+
+
+def test_without_cuda_the_env_step_still_records_why(tmp_path) -> None:
+    """On a machine whose CUDA does not come up, the check stops at once, in one line, and leaves the
+    environment and torch's reason in gpu-env.json for the diagnosis."""
+    import torch
+    import pytest
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "env", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
+    env = json.loads((tmp_path / "gpu-env.json").read_text())
+    assert env["status"] == "error" and "no CUDA device" in env["error"] and env["torch"] == torch.__version__
