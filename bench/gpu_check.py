@@ -231,7 +231,10 @@ def _trainer(ctx: Ctx, tmp: str, batch: int = 8, **kw) -> Trainer:
 
 
 def _batch(ctx: Ctx, batch: int):
+    """A uint8 batch on the CPU, pinned on a GPU machine as the training loader pins its batches (a copy from
+    pageable memory would add a host sync per step that training does not have)."""
     reals = torch.randint(0, 256, [batch, 3, ctx.res, ctx.res], dtype=torch.uint8)
+    reals = reals.pin_memory() if ctx.device.type == "cuda" else reals
     return reals, torch.zeros(batch, dtype=torch.int64), (lambda lab: torch.zeros(lab.shape[0], 0))
 
 

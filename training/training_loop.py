@@ -16,7 +16,7 @@ from dnnlib.threads import ThreadGovernor
 from dnnlib.util import UserError
 from training import snapshots
 from training.checkpoint import kimg_tag
-from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_float
+from training.data.dataset import InfiniteSampler, iterate_batches, load_dataset, to_device, to_float
 from training.distributed import Dist, FlatGrads, average_buffer, check_consistency, sync_params
 from training.data.augment import build as build_augment, config_from
 from training.loss import GANLoss
@@ -167,7 +167,7 @@ class Trainer:
         o, G = self.opts, self.G
         torch.manual_seed(step_seed(o.seed, self.d.rank, self.step))
         reals = to_float(reals_u8, self.device)
-        c = one_hot(labels).to(self.device) if G.c_dim else None
+        c = to_device(one_hot(labels), self.device) if G.c_dim else None
         n_chunks = max(1, reals.shape[0] // self.batch_gpu)
         split = lambda t: list(t.chunk(n_chunks)) if t is not None else [None] * n_chunks
         rz = lambda: split(torch.randn([reals.shape[0], G.k, G.z_dim], device=self.device))

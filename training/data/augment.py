@@ -39,6 +39,7 @@ import torch.nn.functional as Fn
 
 from dnnlib.ops import upfirdn2d
 from dnnlib.precision import full_fp32
+from training.data.dataset import to_device
 from training.data.augment_config import (GROUPS, MODES, PIPES, TRANSFORMS, AugmentConfig,  # noqa: F401 (API)
                                           config_from, parse_pipe)
 
@@ -157,15 +158,6 @@ def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(i >= n, 2 * n - 2 - i, i)
 
 
-def _send(t: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """A small CPU tensor (drawn parameters, indices) on `device` without the host waiting: a plain copy to a
-    CUDA device from pageable memory synchronises with the GPU; one from pinned memory does not."""
-    t = t if dtype is None else t.to(dtype)
-    if torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def _pixel_map(M: torch.Tensor, size: int) -> torch.Tensor:
     """grid_sample's [-1, 1] coordinates -> pixel coordinates centred on the image: M scaled by size / 2."""
     P = torch.diag(torch.tensor([size / 2, size / 2, 1.0], device=M.device, dtype=M.dtype))
@@ -175,7 +167,7 @@ def _pixel_map(M: torch.Tensor, size: int) -> torch.Tensor:
 def _blit(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """Whole-pixel maps (flips, quarter turns, integer shifts): each output pixel copies one input pixel."""
     B, C, H, W = x.shape
-    Mp = _send(_pixel_map(M.double(), H), x.device, x.dtype)              # built on the CPU (M lives there)
+    Mp = to_device(_pixel_map(M.double(), H), x.device, x.dtype)              # built on the CPU (M lives there)
     ar = lambda n: torch.arange(n, device=x.device, dtype=x.dtype) - (n - 1) / 2
     ys, xs = torch.meshgrid(ar(H), ar(W), indexing="ij")
     out = torch.stack([xs, ys, torch.ones_like(xs)]).reshape(3, -1)                         # [3, H*W]
@@ -217,7 +209,7 @@ def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """Apply the maps M [B, 3, 3] (output -> input, [-1, 1] coordinates; on the CPU, so that the padding
     they need is known without a device read) by 2x-oversampled resampling."""
     B, C, H, W = x.shape
-    f = _send(upfirdn2d.setup_filter(list(SYM6)), x.device)
+    f = to_device(upfirdn2d.setup_filter(list(SYM6)), x.device)
     crop = f.shape[0] // 4                    # 1x pixels at each border that the 2x filtering spoils: cropped
     before, after = _reflect_margins(_pixel_map(M, H), H, reach=crop + 1)
     x = Fn.pad(x, [before[0], after[0], before[1], after[1]], mode="reflect")
@@ -232,7 +224,7 @@ def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     A = T(before[0] - after[0], before[1] - after[1]) @ T(-s, -s) @ _pixel_map(M, 2 * H) @ T(s, s)
     to_unit = lambda hw: torch.diag(torch.tensor([2 / hw[1], 2 / hw[0], 1.0])).to(M)
     theta = to_unit(in_hw) @ A @ torch.linalg.inv(to_unit(out_hw))
-    grid = Fn.affine_grid(_send(theta[:, :2], x.device, x.dtype), [B, C, *out_hw], align_corners=False)
+    grid = Fn.affine_grid(to_device(theta[:, :2], x.device, x.dtype), [B, C, *out_hw], align_corners=False)
     x = Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     x = upfirdn2d.downsample2d(x.reshape(1, B * C, *out_hw), f, down=2, padding=-2 * crop, flip_filter=True)
     return x.reshape(B, C, H, W)
@@ -250,7 +242,7 @@ def resample(x: torch.Tensor, M: torch.Tensor, general: torch.Tensor) -> torch.T
     for path, chosen in ((_blit, moved & ~general), (_filtered, general)):
         idx = chosen.nonzero()[:, 0]                                  # CPU: no device read
         if len(idx):
-            at = _send(idx, x.device)
+            at = to_device(idx, x.device)
             part = x[at].to(torch.promote_types(x.dtype, torch.float32))
             out = out.index_copy(0, at, path(part, M[idx]).to(x.dtype))
     return out
@@ -286,7 +278,7 @@ class AugmentPipe(torch.nn.Module):
         if on("filter"):
             x = self._filter(x, self.p)
         if on("noise"):
-            sigma = _send(_gated(torch.randn(B).abs() * NOISE_STD, 0, self.p), x.device)
+            sigma = to_device(_gated(torch.randn(B).abs() * NOISE_STD, 0, self.p), x.device)
             x = x + torch.randn_like(x) * sigma[:, None, None, None]
         if on("cutout"):
             x = self._cutout(x, self.p)
@@ -296,7 +288,7 @@ class AugmentPipe(torch.nn.Module):
     def _color(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         C = x.shape[1]
         rgb = x if C == 3 else x.mean(1, keepdim=True).expand(-1, 3, -1, -1)    # grey: transform (g, g, g)
-        A, b = _send(A, x.device, x.dtype), _send(b, x.device, x.dtype)
+        A, b = to_device(A, x.device, x.dtype), to_device(b, x.device, x.dtype)
         out = torch.einsum("bij,bjhw->bihw", A, rgb) + b[:, :, None, None]
         return out if C == 3 else out.mean(1, keepdim=True)
 
@@ -309,11 +301,11 @@ class AugmentPipe(torch.nn.Module):
         if not moved.any():                                             # CPU data: no device read
             return x
         gains = gains / (gains.square() * torch.tensor(FILTER_ENERGY)).sum(1, keepdim=True).sqrt()
-        gains, moved = _send(gains, x.device), _send(moved, x.device)
+        gains, moved = to_device(gains, x.device), to_device(moved, x.device)
         fy = torch.fft.fftfreq(H, device=x.device)[:, None] * 2 * math.pi
         fx = torch.fft.rfftfreq(W, device=x.device)[None, :] * 2 * math.pi
         radius = (fx.square() + fy.square()).sqrt().clamp(max=math.pi)                    # [H, W//2+1]
-        band = torch.bucketize(radius, _send(torch.tensor(FILTER_BANDS[1:-1]), x.device), right=True)
+        band = torch.bucketize(radius, to_device(torch.tensor(FILTER_BANDS[1:-1]), x.device), right=True)
         response = gains[:, band].to(x.dtype)                                             # [B, H, W//2+1]
         out = torch.fft.irfft2(torch.fft.rfft2(x) * response[:, None], s=(H, W))
         return torch.where(moved[:, None, None, None], out, x)
@@ -321,8 +313,8 @@ class AugmentPipe(torch.nn.Module):
     @staticmethod
     def _cutout(x: torch.Tensor, p: float) -> torch.Tensor:
         B, _, H, W = x.shape
-        on = _send(torch.rand(B) < p, x.device)[:, None, None]                 # CPU draws, sent to the device
-        centre = _send(torch.rand([B, 2]), x.device)
+        on = to_device(torch.rand(B) < p, x.device)[:, None, None]                 # CPU draws, sent to the device
+        centre = to_device(torch.rand([B, 2]), x.device)
         ys = (torch.arange(H, device=x.device) + 0.5) / H
         xs = (torch.arange(W, device=x.device) + 0.5) / W
         inside = ((ys[None, :, None] - centre[:, 0, None, None]).abs() < CUTOUT_SIZE / 2) & \

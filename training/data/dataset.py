@@ -338,6 +338,15 @@ def iterate_batches(dataset: ImageDataset, sampler: InfiniteSampler | Iterator[i
         stop.set()
 
 
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A small CPU tensor (drawn parameters, indices, labels) on `device` without the host waiting: a copy to a
+    CUDA device from pageable memory synchronises with the GPU; one from pinned memory does not."""
+    t = t if dtype is None else t.to(dtype)
+    if torch.device(device).type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def to_float(images: torch.Tensor, device: torch.device | str | None = None,
              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 images -> `dtype` in [-1, 1] on `device` (the copy moves uint8, 4x less than floats)."""
