@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One-shot GPU check (run by bench/gpu_check.sh): each step prints one line and writes <out>/gpu-<step>.json.
 
-Steps: env, build, ops, kernels_vs_ref, bf16_vs_fp32, trainer, syncs, bench, bench_compiled, official.
+Steps: env, build, ops, gpu_tests, kernels_vs_ref, bf16_vs_fp32, trainer, syncs, bench, bench_compiled, official.
   python bench/gpu_check.py --out bench/results                      # on an H100/H200, every step
   python bench/gpu_check.py --dry-run --out /tmp/x env ops trainer   # CPU, tiny sizes (what the tests run)
   python bench/gpu_check.py --unbundle gpu-check.json --out bench/results   # one file per step again
@@ -37,8 +37,8 @@ from training.distributed import Dist  # noqa: E402
 from training.loss import GANLoss, LossConfig  # noqa: E402
 from training.training_loop import Trainer, TrainOptions  # noqa: E402
 
-STEPS = ("env", "build", "ops", "kernels_vs_ref", "bf16_vs_fp32", "trainer", "syncs", "bench", "bench_compiled",
-         "official")
+STEPS = ("env", "build", "ops", "gpu_tests", "kernels_vs_ref", "bf16_vs_fp32", "trainer", "syncs", "bench",
+         "bench_compiled", "official")
 
 
 class Ctx:
@@ -184,6 +184,28 @@ def step_ops(ctx: Ctx) -> dict:
     out["ok"] = all(v["dtypes_equal"] and max(v["fwd"], v["grad"], v["grad2"]) < (1e-5 if "float32" in k else 2e-2)
                     for k, v in out.items())
     return out
+
+
+def step_gpu_tests(ctx: Ctx) -> dict:
+    """tests/test_ops_cuda.py under pytest: the CUDA kernels against the reference (values and gradients of
+    both orders in every dtype, channels-last and size-1 layouts, more than 2**31 elements). On a CPU every
+    test skips."""
+    import xml.etree.ElementTree as ET
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.xml"
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                               str(REPO / "tests" / "test_ops_cuda.py"), f"--junitxml={report}"],
+                              cwd=REPO, capture_output=True, text=True)
+        suite = ET.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    failed = [f"{case.get('name')}: {(bad.get('message') or '').splitlines()[0][:300] if bad.get('message') else ''}"
+              for case in suite.iter("testcase") for bad in list(case) if bad.tag in ("failure", "error")]
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    ctx.partial.update(counts, passed=counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+                       failed=failed, returncode=proc.returncode, output_tail=proc.stdout[-2000:])
+    if failed or proc.returncode != 0:          # recorded as status "error", with the above under "partial"
+        raise RuntimeError(f"{len(failed)} of {counts['tests']} GPU tests failed (pytest exit {proc.returncode})")
+    return ctx.partial
 
 
 # Each loss phase run two ways on the same weights and random draws, the checked way against its reference:

@@ -9,8 +9,8 @@ import sys
 
 from conftest import REPO
 
-STEPS = ["env", "build", "ops", "kernels_vs_ref", "bf16_vs_fp32", "trainer", "syncs", "bench", "bench_compiled",
-         "official"]
+STEPS = ["env", "build", "ops", "gpu_tests", "kernels_vs_ref", "bf16_vs_fp32", "trainer", "syncs", "bench",
+         "bench_compiled", "official"]
 
 
 def test_gpu_check_dry_run(tmp_path) -> None:
@@ -31,6 +31,8 @@ def test_gpu_check_dry_run(tmp_path) -> None:
     ops = [v for v in res["ops"].values() if isinstance(v, dict)]
     assert res["ops"]["ok"] and len(ops) == 8 and all(v["dtypes_equal"] for v in ops)
     assert all(res["kernels_vs_ref"][p]["grad_rel"] == 0 for p in ("g_main", "d_main", "d_r1"))   # both: reference
+    gt = res["gpu_tests"]                                     # on a CPU every GPU test skips
+    assert gt["tests"] > 50 and gt["skipped"] == gt["tests"] and gt["failed"] == [] and gt["returncode"] == 0
     assert res["trainer"]["params_finite"] and len(res["trainer"]["sec_per_step"]) == 3
     assert {"no_augment", "augment_bgc_p0.5"} <= set(res["syncs"])
     rows = res["bench"]["rows"]
