@@ -50,3 +50,12 @@ def test_teardown_leaves_no_process_group_threads(tmp_path) -> None:
     for line in lines:
         before, after = int(line.split()[4]), int(line.split()[6])
         assert after == before, f"process group threads outlive teardown: {line}"
+
+
+def test_every_launcher_maps_ranks_to_the_same_gpus() -> None:
+    """torchrun's early set_device (before the NCCL group) and the worker's device use one rule: the
+    local_rank-th of --gpus, or local_rank itself past its end."""
+    from training.distributed import cuda_index
+    assert [cuda_index(r, [2, 3]) for r in (0, 1)] == [2, 3]
+    assert [cuda_index(r, [0]) for r in (0, 1, 2)] == [0, 1, 2]
+    assert cuda_index(1, []) == 1

@@ -28,7 +28,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def from_torchrun() -> Dist | None:
+def cuda_index(local_rank: int, gpus: list[int]) -> int:
+    """The CUDA device of a process: the local_rank-th of --gpus, or local_rank past the end of that list."""
+    return gpus[local_rank] if local_rank < len(gpus) else local_rank
+
+
+def from_torchrun(gpus: list[int] = ()) -> Dist | None:
     """The process group torchrun describes in the environment, or None when not under torchrun."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
         return None
@@ -36,7 +41,7 @@ def from_torchrun() -> Dist | None:
     if torch.cuda.is_available():
         # before the group exists: NCCL collectives (the run plan's broadcast_object_list is the first) use the
         # current device, and every rank on cuda:0 is an error ("Duplicate GPU detected") or a hang
-        torch.cuda.set_device(d.local_rank)
+        torch.cuda.set_device(cuda_index(d.local_rank, list(gpus)))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     _init(backend, rank=d.rank, world_size=d.world_size)
     return d

@@ -17,7 +17,7 @@ from training import snapshots
 from training.checkpoint import kimg_tag
 from training.networks.config import DiscriminatorConfig, GeneratorConfig, from_dict, to_dict
 from training.data.dataset import SCENES, dataset_path, ensure_scenes, is_complete, read_manifest
-from training.distributed import Dist, from_torchrun, launch, teardown
+from training.distributed import Dist, cuda_index, from_torchrun, launch, teardown
 from training.networks import Discriminator, Generator
 from training.run_config import RunConfig, TrainOptions
 from training.training_loop import Trainer, default_batch_gpu
@@ -80,7 +80,7 @@ def _metrics_callback(run: RunConfig, opts: TrainOptions, d: Dist, device: torch
 def _worker(d: Dist, opts: TrainOptions, G_cfg: dict, D_cfg: dict, resume: Optional[str],
             pretrained: Optional[dict], gpus: list[int], run: RunConfig) -> None:
     if torch.cuda.is_available():
-        device = torch.device("cuda", gpus[d.local_rank] if d.local_rank < len(gpus) else d.local_rank)
+        device = torch.device("cuda", cuda_index(d.local_rank, gpus))
         torch.cuda.set_device(device)
         set_tf32(True)                        # float32 work in TF32 (metrics and augmentation turn it off)
         torch.backends.cudnn.benchmark = True
@@ -219,7 +219,7 @@ def _shared_plan(run: RunConfig, d: Dist, stack: contextlib.ExitStack) -> dict:
 
 def train(run: RunConfig) -> None:
     gpus = _check(run)
-    tr = from_torchrun()
+    tr = from_torchrun(gpus)
     world = tr.world_size if tr else max(1, len(gpus))
     with contextlib.ExitStack() as stack:            # holds the run folder's lock until training ends
         plan = _shared_plan(run, tr, stack) if tr is not None else _plan(run, world, stack)
