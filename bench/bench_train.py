@@ -36,6 +36,7 @@ from torch.utils.flop_counter import flop_registry
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from dnnlib.precision import set_tf32  # noqa: E402
+from dnnlib.util import atomic_write  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
 from training.networks.presets import build  # noqa: E402
@@ -91,9 +92,8 @@ def count_flops(a: argparse.Namespace, preset: str) -> dict:
     if key not in _flop_cache:
         _flop_cache[key] = _count_flops(a, preset)
         if cache is not None:
-            tmp = cache.with_name(cache.name + ".tmp")
-            tmp.write_text(json.dumps({json.dumps(list(k)): v for k, v in _flop_cache.items()}))
-            tmp.replace(cache)
+            with atomic_write(cache, "w") as f:
+                f.write(json.dumps({json.dumps(list(k)): v for k, v in _flop_cache.items()}))
     return _flop_cache[key]
 
 

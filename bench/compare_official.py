@@ -98,10 +98,6 @@ def official_plugins(official_dir: str, theirs: dict, build: bool) -> dict:
     return out
 
 
-def build_official_plugins(official_dir: str) -> dict:
-    return official_plugins(official_dir, {}, build=True)
-
-
 def official_kwargs(reference: Path, res: int, base: int, cmax: int) -> tuple[dict, dict]:
     cfg = json.loads((reference / "config.json").read_text())
     gk, dk = json.loads(json.dumps(cfg["G_kwargs"])), json.loads(json.dumps(cfg["D_kwargs"]))

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from dnnlib.ops import bias_act, custom_ops, upfirdn2d  # noqa: E402
 from dnnlib.precision import full_fp32, set_tf32  # noqa: E402
+from dnnlib.util import atomic_write  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.loss import GANLoss, LossConfig  # noqa: E402
 from training.training_loop import Trainer, TrainOptions  # noqa: E402
@@ -151,7 +152,7 @@ def step_build(ctx: Ctx) -> dict:
         out[name] = {"built_or_loaded_sec": time.time() - t}
     if _has_official(ctx):
         import compare_official
-        out["official"] = compare_official.build_official_plugins(ctx.official)
+        out["official"] = compare_official.official_plugins(ctx.official, {}, build=True)
     return out
 
 
@@ -402,22 +403,18 @@ def record(name: str, result: dict, out_dir: Path, bundle: Path | None) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    """Whole or not at all: a temporary file renamed over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
+    """Whole or not at all (dnnlib.util.atomic_write)."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=1, default=str))
 
 
 def unbundle(bundle: Path, out_dir: Path) -> list[Path]:
     """A --bundle file back into one gpu-<step>.json per step (what bench/results holds)."""
-    paths = []
-    for name, result in json.loads(bundle.read_text())["steps"].items():
-        if name not in STEPS:
-            raise ValueError(f"{bundle}: unknown step {name!r}")
-        paths.append(out_dir / f"gpu-{name}{'-dryrun' if result.get('dry_run') else ''}.json")
-        write_json(paths[-1], result)
-    return paths
+    steps = json.loads(bundle.read_text())["steps"]
+    unknown = [name for name in steps if name not in STEPS]
+    if unknown:
+        raise ValueError(f"{bundle}: unknown step {unknown[0]!r}")
+    return [record(name, result, out_dir, None) for name, result in steps.items()]
 
 
 def main(argv=None) -> int:
@@ -435,6 +432,7 @@ def main(argv=None) -> int:
     p.add_argument("--killed", type=int, default=None, metavar="CODE",
                    help="record that the given step's process was killed from outside with this exit code")
     a = p.parse_args(argv)
+    bundle = Path(a.bundle) if a.bundle else None
     if a.unbundle:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -448,7 +446,7 @@ def main(argv=None) -> int:
     if a.killed is not None:
         for name in a.steps:
             record(name, {"status": "killed", "exit_code": a.killed, "step": name, "dry_run": a.dry_run}, Path(a.out),
-                   Path(a.bundle) if a.bundle else None)
+                   bundle)
         return 0
     if not a.dry_run and not torch.cuda.is_available():
         why = _cuda_failure()
@@ -456,14 +454,13 @@ def main(argv=None) -> int:
         if "env" in (a.steps or STEPS):       # what there is, for the diagnosis
             record("env", {"status": "error", "error": f"no CUDA device: {why}", "step": "env", "dry_run": False,
                            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                           "nvidia_smi": _nvidia_smi()}, Path(a.out), Path(a.bundle) if a.bundle else None)
+                           "nvidia_smi": _nvidia_smi()}, Path(a.out), bundle)
         return 2
     if not a.dry_run:
         set_tf32(True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(a)
-    bundle = Path(a.bundle) if a.bundle else None
     results = [run_step(s, ctx, out, a.step_timeout, bundle) for s in (a.steps or STEPS)]
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
