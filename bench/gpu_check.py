@@ -436,7 +436,12 @@ def main(argv=None) -> int:
     if a.unbundle:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        for path in unbundle(Path(a.unbundle), out):
+        try:
+            paths = unbundle(Path(a.unbundle), out)
+        except (OSError, ValueError, KeyError) as e:      # json.JSONDecodeError is a ValueError
+            print(f"gpu_check: cannot split {a.unbundle}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        for path in paths:
             print(path)
         return 0
     unknown = [s for s in a.steps if s not in STEPS]

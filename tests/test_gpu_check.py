@@ -105,3 +105,16 @@ def test_without_cuda_the_env_step_still_records_why(tmp_path) -> None:
     assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
     env = json.loads((tmp_path / "gpu-env.json").read_text())
     assert env["status"] == "error" and "no CUDA device" in env["error"] and env["torch"] == torch.__version__
+
+
+def test_unbundle_refuses_a_bad_file_in_one_line(tmp_path) -> None:
+    """A bundle naming an unknown step, or not a bundle at all: one line, exit 2, nothing written."""
+    cases = {"unknown-step.json": json.dumps({"steps": {"nonsense": {"status": "ok"}}}),
+             "not-json.json": "{", "no-steps.json": json.dumps({"rows": []})}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / ("out-" + name)
+        r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--unbundle", str(tmp_path / name),
+                            "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "cannot split" in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
+        assert not any(out.iterdir())
