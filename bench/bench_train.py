@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -36,6 +35,7 @@ from torch.utils.flop_counter import flop_registry
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from dnnlib.precision import set_tf32  # noqa: E402
+from dnnlib.threads import describe_cpu  # noqa: E402
 from dnnlib.util import atomic_write  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
@@ -261,8 +261,9 @@ def main(argv=None, rows: list | None = None) -> list[dict]:
                 f"{k} {v:.0f} ms ({100 * b['share'][k]:.0f}%)" for k, v in b["ms_per_step"].items()))
     out = Path(a.out or REPO / f"bench/results/train-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    out.write_text(json.dumps({"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    cpu = describe_cpu()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu["model"]
+    out.write_text(json.dumps({"device": name, "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
                                "command": "python bench/bench_train.py " + " ".join(argv if argv is not None
                                                                                     else sys.argv[1:]),
                                "rows": rows[first:]}, indent=1))

@@ -181,6 +181,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from dnnlib.cpu_alloc import keep_freed_memory
+    from dnnlib.threads import describe_cpu
     device = torch.device(a.device)
     gk, dk = official_kwargs(Path(a.reference), a.resolution, a.channel_base, a.channel_max)
     theirs: dict = {}
@@ -216,7 +217,7 @@ def main(argv=None) -> dict:
     result = {"resolution": a.resolution, "channel_base": a.channel_base, "channel_max": a.channel_max,
               "batch": a.batch, "batch_gpu_ours": batch_gpu, "batch_gpu_official": a.official_batch_gpu,
               "pl_weight": a.pl_weight, "compile": a.compile, "ours_autocast": str(ours.amp_dtype),
-              "device": str(device), "torch": torch.__version__,
+              "device": str(device), "cpu": describe_cpu(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "params_ours": n_ours, "params_official": n_off,
               "sec_per_period": times, "sec_per_step": per_step, "images_per_sec": {k: a.batch / v for k, v in per_step.items()},
               "official_over_ours": ratio, "official_over_ours_per_period_pair": pairs, "conditions": a.note,

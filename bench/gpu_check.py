@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from dnnlib.ops import bias_act, custom_ops, upfirdn2d  # noqa: E402
 from dnnlib.precision import full_fp32, set_tf32  # noqa: E402
+from dnnlib.threads import describe_cpu  # noqa: E402
 from dnnlib.util import atomic_write  # noqa: E402
 from training.distributed import Dist  # noqa: E402
 from training.loss import GANLoss, LossConfig  # noqa: E402
@@ -132,7 +133,8 @@ def step_env(ctx: Ctx) -> dict:
                    bf16=torch.cuda.is_bf16_supported())
         out["nvidia_smi"] = _nvidia_smi()
     else:
-        out["device"] = platform.processor() or "cpu"
+        out["device"] = describe_cpu()["model"]
+    out["host_cpu"] = describe_cpu()
     return out
 
 

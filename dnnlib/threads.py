@@ -40,6 +40,30 @@ def available_cpus() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
+def parse_cpu_model(cpuinfo: str) -> Optional[str]:
+    """The first "model name" of /proc/cpuinfo text (x86 Linux), else None."""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name" and value.strip():
+            return value.strip()
+    return None
+
+
+def describe_cpu() -> dict:
+    """What a CPU benchmark figure depends on: the processor model, the vector ISA that PyTorch's CPU kernels
+    dispatch to (AVX2, AVX512, ...; convolutions run about twice as fast per cycle with AVX-512), the cores."""
+    import platform
+    import torch
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = parse_cpu_model(f.read())
+    except OSError:
+        model = None
+    return {"model": model or platform.processor() or platform.machine(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count(), "usable_cores": len(available_cpus())}
+
+
 # -- decisions (pure: readings in, numbers out) ----------------------------------------------------------
 
 class CpuTimes(NamedTuple):

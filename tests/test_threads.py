@@ -1,6 +1,7 @@
 """CPU thread choice (dnnlib/threads.py): the decisions, fed with made-up readings (nothing is timed)."""
 from __future__ import annotations
 
+from dnnlib import threads
 from dnnlib.threads import (CpuTimes, ThreadGovernor, choose_threads, free_threads, others_cores,
                             parse_proc_stat, settle)
 
@@ -122,3 +123,14 @@ def test_training_loop_rechecks_at_status_lines(tmp_path, capsys, monkeypatch, o
     loop.Trainer(opts, G, D, Dist(), torch.device("cpu")).run()
     assert checks == [1, 0, 0]                          # made with the thread count; asked at both status lines
     assert "\nCPU threads: 1 -> 1 (made up)\n" in capsys.readouterr().out
+
+
+def test_cpu_model_is_the_first_model_name_of_cpuinfo():
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\n\n"
+            "processor\t: 1\nmodel name\t: something else\n")
+    assert threads.parse_cpu_model(text) == "AMD EPYC 7B13"        # not "model" (a number), not the second CPU's
+    assert threads.parse_cpu_model("processor\t: 0\nmodel name\t: \n") is None
+    assert threads.parse_cpu_model("") is None
+    d = threads.describe_cpu()
+    assert d["model"] and d["cores"] >= d["usable_cores"] >= 1
+    assert d["torch_cpu_capability"] in ("DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256", "SVE128")
