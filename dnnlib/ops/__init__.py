@@ -1,4 +1,5 @@
-"""Custom ops with StyleGAN2-ADA-compatible APIs: bias_act, upfirdn2d, conv2d_resample.
+"""Custom ops with StyleGAN2-ADA-compatible APIs: bias_act, upfirdn2d, conv2d_resample; and grid_sample
+(torch's, with gradients of every order on every PyTorch 2.x: see grid_sample.py).
 
 Each op has a plain-PyTorch reference (`impl='ref'`) and a CUDA kernel compiled on first use
 (`impl='cuda'`); `impl='auto'` (the default) uses the kernel for CUDA tensors when it builds.
@@ -25,6 +26,6 @@ Layers (training/networks) under bf16 autocast; in float32 everything is float32
   float32 (ToRGB), the loss casts logits to float32; losses, R1 / path-length penalties and `pl_mean`
   are float32.
 """
-from . import bias_act, conv2d_resample, custom_ops, upfirdn2d
+from . import bias_act, conv2d_resample, custom_ops, grid_sample, upfirdn2d
 
-__all__ = ["bias_act", "conv2d_resample", "custom_ops", "upfirdn2d"]
+__all__ = ["bias_act", "conv2d_resample", "custom_ops", "grid_sample", "upfirdn2d"]

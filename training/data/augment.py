@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as Fn
 
 from dnnlib.ops import upfirdn2d
+from dnnlib.ops.grid_sample import grid_sample
 from dnnlib.precision import full_fp32
 from training.data.dataset import to_device
 from training.data.augment_config import (GROUPS, MODES, PIPES, TRANSFORMS, AugmentConfig,  # noqa: F401 (API)
@@ -225,7 +226,7 @@ def _filtered(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     to_unit = lambda hw: torch.diag(torch.tensor([2 / hw[1], 2 / hw[0], 1.0])).to(M)
     theta = to_unit(in_hw) @ A @ torch.linalg.inv(to_unit(out_hw))
     grid = Fn.affine_grid(to_device(theta[:, :2], x.device, x.dtype), [B, C, *out_hw], align_corners=False)
-    x = Fn.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)  # 2nd order: R1
     x = upfirdn2d.downsample2d(x.reshape(1, B * C, *out_hw), f, down=2, padding=-2 * crop, flip_filter=True)
     return x.reshape(B, C, H, W)
 
