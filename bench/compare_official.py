@@ -24,6 +24,7 @@ import contextlib
 import functools
 import importlib
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -78,13 +79,65 @@ def import_official(official_dir: str, theirs: dict) -> dict:
                                                         "dnnlib")}
 
 
-def official_plugins(official_dir: str, theirs: dict, build: bool) -> dict:
+@contextlib.contextmanager
+def importable_extensions():
+    """Within the block, an extension that torch's `cpp_extension.load` builds is also registered in sys.modules
+    under its name.
+
+    The official port loads its kernels with `load(name=...)` and then `importlib.import_module(name)`, which
+    worked while torch 1.x's loader registered the module. torch 2.x's returns it without registering it, so the
+    import fails ("No module named 'bias_act_plugin'", seen with torch 2.11) and the port runs its reference
+    ops on a GPU. Registering the module the loader returned gives it its CUDA kernels, as on its own torch."""
+    from torch.utils import cpp_extension
+    load = cpp_extension.load
+
+    def load_and_register(*args, **kwargs):
+        module = load(*args, **kwargs)
+        name = kwargs.get("name", args[0] if args else None)
+        if isinstance(name, str) and hasattr(module, "__name__"):
+            sys.modules.setdefault(name, module)
+        return module
+
+    cpp_extension.load = load_and_register
+    cpath = os.environ.get("CPATH")
+    extra = _pip_cuda_headers(cpp_extension.CUDA_HOME)
+    if extra:
+        os.environ["CPATH"] = os.pathsep.join(extra + ([cpath] if cpath else []))
+    try:
+        yield
+    finally:
+        cpp_extension.load = load
+        if extra:
+            if cpath is None:
+                os.environ.pop("CPATH", None)
+            else:
+                os.environ["CPATH"] = cpath
+
+
+_LIBRARY_HEADERS = ("cusparse.h", "cublas_v2.h", "cusolverDn.h")
+
+
+def _pip_cuda_headers(cuda_home: str | None) -> list[str]:
+    """Include folders of pip's CUDA library packages (nvidia/*/include) when the toolkit lacks the library
+    headers: the official kernels include ATen/cuda/CUDAContext.h, which wants cusparse.h, cublas_v2.h and
+    cusolverDn.h; a toolkit with nvcc and the runtime only (seen on the development machine) has none of them."""
+    if cuda_home and all((Path(cuda_home) / "include" / h).is_file() for h in _LIBRARY_HEADERS):
+        return []
+    try:
+        import nvidia  # the namespace package of pip's CUDA libraries (torch's CUDA wheels depend on them)
+    except ImportError:
+        return []
+    return [str(inc) for root in nvidia.__path__ for inc in sorted(Path(root).glob("*/include"))
+            if any((inc / h).is_file() for h in _LIBRARY_HEADERS)]
+
+
+def official_plugins(official_dir: str, theirs: dict, build: bool, names: tuple = ("bias_act", "upfirdn2d")) -> dict:
     """Whether the official port's CUDA kernels are loaded ("cuda") or it runs its reference ops ("ref").
     With `build`, load (building where needed) them first; its own code falls back to the reference ops,
-    with a warning, where they do not build."""
+    with a warning, where they do not build. Its ops keep what was loaded here for the rest of the process."""
     out = {}
-    with official_modules(official_dir, theirs):
-        for name in ("bias_act", "upfirdn2d"):
+    with official_modules(official_dir, theirs), importable_extensions():
+        for name in names:
             op = importlib.import_module(f"torch_utils.ops.{name}")
             if build:
                 t = time.time()
@@ -188,6 +241,9 @@ def main(argv=None) -> dict:
     mods = import_official(a.official_dir, theirs)
     with official_modules(a.official_dir, theirs):
         official = OfficialStep(mods, gk, dk, a, device)
+    # On a GPU, the official kernels are loaded before anything runs (their ops would otherwise load them lazily,
+    # outside importable_extensions(), and fall back to their reference ops on torch 2.x).
+    official_ops = official_plugins(a.official_dir, theirs, build=True) if device.type == "cuda" else "ref"
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
         ours, batch_gpu = our_trainer(gk, dk, official.G, official.D, a, device, tmp)
@@ -223,7 +279,7 @@ def main(argv=None) -> dict:
               "official_over_ours": ratio, "official_over_ours_per_period_pair": pairs, "conditions": a.note,
               # process-wide, set when our Trainer is built on a CPU: the official side's periods run with it too
               "allocator_keeps_freed_memory": device.type == "cpu" and keep_freed_memory(),
-              "official_ops": official_plugins(a.official_dir, theirs, build=False) if device.type == "cuda" else "ref",
+              "official_ops": official_ops,
               "command": "python bench/compare_official.py " + shlex.join(argv if argv is not None else sys.argv[1:])}
     print(f"{a.resolution}px batch {a.batch} on {device}: ours {per_step['ours'] * 1000:.0f} ms/step (batch-gpu {batch_gpu}), "
           f"official {per_step['official'] * 1000:.0f} ms/step (batch-gpu {a.official_batch_gpu}); "

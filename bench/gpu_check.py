@@ -142,12 +142,44 @@ def _has_official(ctx: Ctx) -> bool:
     return bool(ctx.official) and (Path(ctx.official) / "training" / "networks.py").is_file()
 
 
+# Each plugin's build in a process of its own, all at once: nvcc compiles one file on one core, so four builds in
+# a row (ours and the official port's) took 139 s on 2 cores (torch 2.11+cu130, nvcc 13.0; 31-42 s each), more
+# than the step's limit. Side by side they take about as long as the slowest.
+_BUILD_OURS = "import sys; sys.path.insert(0, {repo!r}); from dnnlib.ops import {op}; {op}._plugin()"
+_BUILD_OFFICIAL = ("import sys; sys.path.insert(0, {bench!r}); import compare_official as c; "
+                   "r = c.official_plugins({official!r}, {{}}, build=True, names=({op!r},)); "
+                   "sys.exit(0 if r[{op!r}] == 'cuda' else 3)")
+
+
+def _build_all(ctx: Ctx) -> dict:
+    """Start every build, wait for all; {label: {"exit_code", "sec" (when it ended), "log_tail"}}."""
+    jobs = {f"ours_{op}": _BUILD_OURS.format(repo=str(REPO), op=op) for op in ("bias_act", "upfirdn2d")}
+    if _has_official(ctx):
+        jobs.update({f"official_{op}": _BUILD_OFFICIAL.format(bench=str(REPO / "bench"), official=ctx.official, op=op)
+                     for op in ("bias_act", "upfirdn2d")})
+    t0, out = time.time(), {}
+    with tempfile.TemporaryDirectory() as logs:
+        procs = {}
+        for label, code in jobs.items():
+            with open(Path(logs) / label, "w") as log:      # a file, not a pipe: a long compiler log cannot block
+                procs[label] = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+        while len(out) < len(procs):
+            for label, proc in procs.items():
+                if label not in out and proc.poll() is not None:
+                    out[label] = {"exit_code": proc.returncode, "sec": round(time.time() - t0, 1),
+                                  "log_tail": (Path(logs) / label).read_text(errors="replace")[-1500:]}
+            time.sleep(0.2)
+    return out
+
+
 def step_build(ctx: Ctx) -> dict:
-    """Our two kernels, then (when the official port is here) its two, so that the official step times
-    training rather than NVCC (torch keeps built extensions between processes)."""
+    """Our two kernels and (when the official port is here) its two, built side by side in separate processes,
+    then loaded here (from torch's extension cache), so that later steps and the official step time training
+    rather than NVCC."""
     if ctx.dry:
         return {"skipped": "dry run: no CUDA"}
     out = ctx.partial
+    out["parallel_builds"] = _build_all(ctx)
     for name, plugin in (("bias_act", bias_act._plugin), ("upfirdn2d", upfirdn2d._plugin)):
         t = time.time()
         plugin()

@@ -118,3 +118,53 @@ def test_unbundle_refuses_a_bad_file_in_one_line(tmp_path) -> None:
                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and "cannot split" in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
         assert not any(out.iterdir())
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import importlib
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_builds_run_in_their_own_processes_and_keep_their_logs(tmp_path, monkeypatch) -> None:
+    """The build step's jobs (here: stand-ins, one that fails) each end with an exit code, a time and a log."""
+    gc = _bench_module("gpu_check")
+    monkeypatch.setattr(gc, "_BUILD_OURS", "import sys; print('building {op}'); sys.exit(0 if {op!r} == 'bias_act' else 4)")
+    ctx = type("Ctx", (), {"official": str(tmp_path / "no-official")})()
+    out = gc._build_all(ctx)
+    assert set(out) == {"ours_bias_act", "ours_upfirdn2d"}                  # no official port here: ours only
+    assert out["ours_bias_act"]["exit_code"] == 0 and out["ours_upfirdn2d"]["exit_code"] == 4
+    assert "building upfirdn2d" in out["ours_upfirdn2d"]["log_tail"]
+    assert all(v["sec"] >= 0 for v in out.values())
+
+
+def test_official_kernels_are_importable_by_name_and_find_pip_headers(tmp_path, monkeypatch) -> None:
+    """torch 2.x's extension loader does not register the module; the official port imports it by name."""
+    import types
+    from torch.utils import cpp_extension
+    co = _bench_module("compare_official")
+    built = types.ModuleType("stand_in_plugin")
+    monkeypatch.setattr(cpp_extension, "load", lambda name, **kw: built)
+    original = cpp_extension.load
+    monkeypatch.delitem(sys.modules, "stand_in_plugin", raising=False)
+    with co.importable_extensions():
+        assert cpp_extension.load(name="stand_in_plugin", sources=[]) is built
+        import importlib
+        assert importlib.import_module("stand_in_plugin") is built
+    assert cpp_extension.load is original
+    monkeypatch.delitem(sys.modules, "stand_in_plugin")
+
+    # pip's CUDA library headers are offered only where the toolkit lacks them
+    toolkit, pip_root = tmp_path / "cuda", tmp_path / "site" / "nvidia"
+    (toolkit / "include").mkdir(parents=True)
+    (pip_root / "cu13" / "include").mkdir(parents=True)
+    (pip_root / "nccl" / "include").mkdir(parents=True)
+    (pip_root / "cu13" / "include" / "cusparse.h").write_text("")
+    monkeypatch.setitem(sys.modules, "nvidia", types.SimpleNamespace(__path__=[str(pip_root)]))
+    assert co._pip_cuda_headers(str(toolkit)) == [str(pip_root / "cu13" / "include")]
+    for h in co._LIBRARY_HEADERS:
+        (toolkit / "include" / h).write_text("")
+    assert co._pip_cuda_headers(str(toolkit)) == []
