@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import signal
 import subprocess
@@ -149,6 +150,24 @@ _BUILD_OURS = "import sys; sys.path.insert(0, {repo!r}); from dnnlib.ops import 
 _BUILD_OFFICIAL = ("import sys; sys.path.insert(0, {bench!r}); import compare_official as c; "
                    "r = c.official_plugins({official!r}, {{}}, build=True, names=({op!r},)); "
                    "sys.exit(0 if r[{op!r}] == 'cuda' else 3)")
+
+
+def clear_build_locks() -> list[str]:
+    """Remove the lock files of extension builds (ours and torch's default folder, where the official port builds).
+
+    torch's builder holds a build folder with a `lock` file and makes every later build of it wait while the file
+    exists; a build killed at its step's time limit leaves it, and every later step would then wait out its own
+    limit. The check's steps run one at a time, so at a step's start no build is running and any lock is stale."""
+    from torch.utils import cpp_extension
+    roots = {custom_ops.build_dir_root(), Path(os.environ.get("TORCH_EXTENSIONS_DIR")
+                                               or cpp_extension.get_default_build_root())}
+    removed = []
+    for root in roots:       # torch's: <root>/py312_cu130/<name>/lock, and the official port's <name>/<digest>/lock
+        for lock in sorted(root.rglob("lock")):
+            if lock.is_file():
+                lock.unlink(missing_ok=True)
+                removed.append(str(lock))
+    return removed
 
 
 def _build_all(ctx: Ctx) -> dict:
@@ -497,6 +516,8 @@ def main(argv=None) -> int:
         return 2
     if not a.dry_run:
         set_tf32(True)
+        for lock in clear_build_locks():
+            print(f"gpu_check: removed {lock}, left by a build that was stopped", file=sys.stderr)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(a)

@@ -168,3 +168,20 @@ def test_official_kernels_are_importable_by_name_and_find_pip_headers(tmp_path, 
     for h in co._LIBRARY_HEADERS:
         (toolkit / "include" / h).write_text("")
     assert co._pip_cuda_headers(str(toolkit)) == []
+
+
+def test_stale_build_locks_are_removed(tmp_path, monkeypatch) -> None:
+    """A build killed at its time limit leaves torch's `lock` file; later builds of that folder would wait forever."""
+    gc = _bench_module("gpu_check")
+    ours, torchs = tmp_path / "ours", tmp_path / "torch_extensions"
+    monkeypatch.setattr(gc.custom_ops, "build_dir_root", lambda: ours)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(torchs))
+    locks = [ours / "bias_act_plugin-0123" / "lock", torchs / "py312_cu130" / "upfirdn2d_plugin" / "lock",
+             torchs / "py312_cu130" / "upfirdn2d_plugin" / "abcdef" / "lock"]
+    kept = [ours / "bias_act_plugin-0123" / "bias_act.o", torchs / "py312_cu130" / "upfirdn2d_plugin" / "build.ninja"]
+    for f in locks + kept:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("")
+    assert sorted(gc.clear_build_locks()) == sorted(str(f) for f in locks)
+    assert not any(f.exists() for f in locks) and all(f.exists() for f in kept)
+    assert gc.clear_build_locks() == []
