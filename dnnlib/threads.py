@@ -51,7 +51,7 @@ def parse_cpu_model(cpuinfo: str) -> Optional[str]:
 
 def describe_cpu() -> dict:
     """What a CPU benchmark figure depends on: the processor model, the vector ISA that PyTorch's CPU kernels
-    dispatch to (AVX2, AVX512, ...; convolutions run about twice as fast per cycle with AVX-512), the cores."""
+    dispatch to (AVX2, AVX512, ...: the convolutions that dominate a CPU training step run on them), the cores."""
     import platform
     import torch
     try:
