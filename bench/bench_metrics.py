@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dnnlib import util  # noqa: E402
+from dnnlib.threads import describe_cpu  # noqa: E402
 from metrics import fid  # noqa: E402
 from metrics.feature_networks import NetworkUnavailable, load_network  # noqa: E402
 
@@ -82,7 +82,7 @@ def main() -> None:
         load_network("inception", device)
     except NetworkUnavailable as e:
         raise util.UserError(str(e)) from None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else describe_cpu()["model"]
     report = dict(device=str(device), device_name=name, torch=torch.__version__, threads=torch.get_num_threads(),
                   cpu_count=os.cpu_count(), res=args.res, extraction=[],
                   loadavg_1m_before=round(os.getloadavg()[0], 2))  # other work on a shared machine skews CPU figures

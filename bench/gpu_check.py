@@ -127,15 +127,15 @@ def step_env(ctx: Ctx) -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version(), "cuda_home": home or why,
            "nvcc": custom_ops.nvcc_version(home) if home else None,
-           "toolkit_mismatch": custom_ops.toolkit_mismatch(home, torch.version.cuda) if home else None}
+           "toolkit_mismatch": custom_ops.toolkit_mismatch(home, torch.version.cuda) if home else None,
+           "host_cpu": describe_cpu()}
     if ctx.device.type == "cuda":
         p = torch.cuda.get_device_properties(ctx.device)
         out.update(device=p.name, memory_gb=p.total_memory / 2 ** 30, capability=list(torch.cuda.get_device_capability()),
                    bf16=torch.cuda.is_bf16_supported())
         out["nvidia_smi"] = _nvidia_smi()
     else:
-        out["device"] = describe_cpu()["model"]
-    out["host_cpu"] = describe_cpu()
+        out["device"] = out["host_cpu"]["model"]
     return out
 
 
@@ -172,10 +172,11 @@ def clear_build_locks() -> list[str]:
 
 def _build_all(ctx: Ctx) -> dict:
     """Start every build, wait for all; {label: {"exit_code", "sec" (when it ended), "log_tail"}}."""
-    jobs = {f"ours_{op}": _BUILD_OURS.format(repo=str(REPO), op=op) for op in ("bias_act", "upfirdn2d")}
+    ops = ("bias_act", "upfirdn2d")
+    jobs = {f"ours_{op}": _BUILD_OURS.format(repo=str(REPO), op=op) for op in ops}
     if _has_official(ctx):
         jobs.update({f"official_{op}": _BUILD_OFFICIAL.format(bench=str(REPO / "bench"), official=ctx.official, op=op)
-                     for op in ("bias_act", "upfirdn2d")})
+                     for op in ops})
     t0, out = time.time(), {}
     with tempfile.TemporaryDirectory() as logs:
         procs = {}
